@@ -1208,6 +1208,16 @@ int aj_run_check_settled(const AjRun *run, char **ret_why)
         return r > 0 ? -EBUSY : r;
 }
 
+int aj_run_workspace_check(const AjRunWorkspace *ws, int fd)
+{
+        if (!ws->has_id)
+                return -ENODATA;
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        return (uint64_t)st.st_dev == ws->dev && (uint64_t)st.st_ino == ws->ino ? 0 : -ESTALE;
+}
+
 void aj_run_reaped_done(AjRunReaped *r)
 {
         aj_run_remains_done(&r->found);

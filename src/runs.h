@@ -233,13 +233,20 @@ int aj_run_remains_among(const AjPaths *paths, const AjRun *run, char *const *cg
  * not yet gone, they may still write where the run could (its overlay's upper dir). 1, 0
  * (none, or no cgroup left), -errno when that cannot be told. */
 int aj_run_remains_populated(const AjRun *run);
-/* What a decision that applies the run's overlay changes (`commit`, an eval case's apply)
- * checks first, once it holds the changes' lock (aj_run_lock_workspace): the run is not alive
+/* What a decision that applies the run's overlay changes (`commit`, an eval case's apply),
+ * and `diff` showing them for review, checks first, once it holds the changes' lock (aj_run_lock_workspace): the run is not alive
  * (aj_run_supervisor_alive: neither its supervisor nor its watchdog is there, whatever its
  * cgroup holds) and no process of it is left to write into them (aj_run_remains_populated).
  * 0 when so; -EBUSY when not, -errno when that cannot be told, each with *ret_why saying so
  * for the operator (NULL when out of memory). */
 int aj_run_check_settled(const AjRun *run, char **ret_why);
+/* Whether the directory open at `fd` is the one a dead run's overlay covered (run.json's
+ * workspace.id): 0, -ESTALE when it is another (the path moved, or a symlink or another
+ * directory put there since, through an rw bind of a directory above it), -ENODATA when the
+ * record has no identity (an older agentjail's). What applies the agent's changes as root
+ * (`commit`, an eval case's apply) checks the workspace it opened so: else it writes them,
+ * git's own files too, wherever the agent's symlink points. */
+int aj_run_workspace_check(const AjRunWorkspace *ws, int fd);
 /*
  * A dead run's cgroup that no run directory leads to (its run directory deleted after its
  * supervisor and watchdog were both killed, or its watchdog gave up): its host id slot stays

@@ -141,7 +141,10 @@ static int add_gitdir(GitScan *s, const char *path, bool bare)
         return 0;
 }
 
-static bool is_dot_git(const char *name) { return strcasecmp(name, ".git") == 0 || strcasecmp(name, ".hg") == 0; }
+static bool is_dot_git(const char *name)
+{
+        return strcasecmp(name, ".git") == 0 || strcasecmp(name, ".hg") == 0 || strcasecmp(name, ".jj") == 0;
+}
 
 /* A directory the walk is to list: its name (an offset in Walk.names) in the directory
  * `parent` (an index in Walk.dirs; SIZE_MAX: the workspace's root). */

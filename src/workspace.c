@@ -56,6 +56,13 @@ static const char *const hg_data_dirs[] = { "store", "cache", "wcache", "strip-b
 static const char *const hg_data_files[] = { "dirstate",      "branch",           "bookmarks", "bookmarks.current",
                                              "00changelog.i", "last-message.txt", NULL };
 
+/* Below a .jj (Jujutsu): its stores, which jj reads only as data. Not repo/config.toml, which
+ * jj before its secure config read as the repository's config (`fix.tools`, aliases, a pager:
+ * commands jj runs), nor repo/config-id (which config of the operator's jj takes for this
+ * repository's), nor a repo that is a file (a workspace's pointer to another repository). */
+static const char *const jj_data_dirs[] = { "repo/store", "repo/op_store", "repo/op_heads",
+                                            "repo/index", "working_copy",  NULL };
+
 static bool in_list(const char *const *list, const char *s, size_t len)
 {
         for (size_t i = 0; list[i]; i++)
@@ -88,6 +95,19 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
                             streq(rest + strlen(rest) - 7, ".sample"))
                                 return NULL;
                         return "git's config, hooks or another file of its own: git on this host may run code from it";
+                }
+                if (component_is(c, len, ".jj")) {
+                        if (!*end)
+                                return S_ISDIR(type) ? NULL : "a .jj that is not a directory";
+                        const char *rest = end + 1;
+                        for (size_t i = 0; jj_data_dirs[i]; i++) {
+                                size_t n = strlen(jj_data_dirs[i]);
+                                if (strncmp(rest, jj_data_dirs[i], n) == 0 &&
+                                    (rest[n] == '/' || (!rest[n] && S_ISDIR(type))))
+                                        return NULL;
+                        }
+                        return "Jujutsu's repository config or another file of its own: jj on this host may run "
+                               "code from it";
                 }
                 if (component_is(c, len, ".hg")) {
                         if (!*end)
@@ -134,8 +154,9 @@ const char *aj_ws_change_git_code(const char *path, AjWsChangeKind kind, mode_t 
          * other change names. */
         const char *last = strrchr(path, '/');
         last = last ? last + 1 : path;
-        if (component_is(last, strlen(last), ".git") || component_is(last, strlen(last), ".hg"))
-                return "removes or replaces a repository's .git or .hg (its config and hooks with it)";
+        if (component_is(last, strlen(last), ".git") || component_is(last, strlen(last), ".hg") ||
+            component_is(last, strlen(last), ".jj"))
+                return "removes or replaces a repository's .git, .hg or .jj (its config and hooks with it)";
         return NULL;
 }
 

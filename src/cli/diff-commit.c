@@ -97,10 +97,7 @@ static int open_lower(const char *cmd, const AjRun *run, const AjRunWorkspace *w
         int r;
         if (ws->has_id) {
                 o->lower_fd = open(o->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                struct stat st;
-                r = o->lower_fd < 0 ? -errno : fstat(o->lower_fd, &st) < 0 ? -errno : 0;
-                if (r == 0 && ((uint64_t)st.st_dev != ws->dev || (uint64_t)st.st_ino != ws->ino))
-                        r = -ESTALE;
+                r = o->lower_fd < 0 ? -errno : aj_run_workspace_check(ws, o->lower_fd);
         } else {
                 _cleanup_close_ int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
                 o->lower_fd = root < 0 ? -errno
@@ -200,7 +197,7 @@ typedef struct {
         bool git_options; /* --include-git, --exclude-git */
         bool decides;     /* commit, discard: one at a time (lock_overlay) */
         bool acting;      /* writes what the records name with our rights: cli_check_acting() */
-        bool settled;     /* commit: not while a process of the run is left (check_settled) */
+        bool settled;     /* diff, commit: not while a process of the run is left (check_settled) */
 } OverlayVerb;
 
 typedef struct {
@@ -261,15 +258,18 @@ static int parse_overlay_verb(const OverlayVerb *v, int argc, char **argv, Overl
 /* A run whose supervisor and watchdog are gone can still have processes in its cgroup (both
  * killed; a watchdog that gave up on one that does not die, cgroup.left): one still in the
  * overlay writes into the upper dir while commit applies it, and what the operator reviewed
- * (diff) is not what is applied. Refused then, and when that cannot be told. Discard is not:
- * the workspace stays as it was whatever such a process still writes, into a directory gone. */
-static int check_settled(const char *cmd, const AjRun *run)
+ * (diff) is not what is applied. Refused then, and when that cannot be told; diff too, which
+ * showed the changes as they were then, and the commit, once that process was gone, applied
+ * what it wrote since, which no diff had shown. Discard is not: the workspace stays as it
+ * was whatever such a process still writes, into a directory gone. */
+static int check_settled(const char *cmd, bool shows, const AjRun *run)
 {
         _cleanup_free_ char *why = NULL;
         int r = aj_run_check_settled(run, &why);
         if (r < 0)
-                cli_fail(cmd, "run %s: nothing was changed: %s%s%s%s", run->id, why ?: strerror(-r),
-                         r == -EBUSY ? "; then " : "", r == -EBUSY ? cmd : "", r == -EBUSY ? " again" : "");
+                cli_fail(cmd, "run %s: nothing %s: %s%s%s%s", run->id, shows ? "is shown" : "was changed",
+                         why ?: strerror(-r), r == -EBUSY ? "; then " : "", r == -EBUSY ? cmd : "",
+                         r == -EBUSY ? " again" : "");
         return r;
 }
 
@@ -291,10 +291,10 @@ static int overlay_cmd_begin(const OverlayVerb *v, int argc, char **argv, Overla
         if (r < 0 || (v->acting && (r = cli_check_acting(v->cmd, &c->paths)) < 0))
                 return r;
         r = open_overlay(v->cmd, c->run, v->decides, &c->ov);
-        return r < 0 || !v->settled ? r : check_settled(v->cmd, c->run);
+        return r < 0 || !v->settled ? r : check_settled(v->cmd, !v->decides, c->run);
 }
 
-static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH };
+static const OverlayVerb diff_verb = { "diff", DIFF_USAGE, DIFF_HELP, "patch", CLI_OPT_PATCH, .settled = true };
 static const OverlayVerb commit_verb = { "commit", COMMIT_USAGE, COMMIT_HELP, "force", CLI_OPT_FORCE,
                                          true,     true,         true,        true };
 static const OverlayVerb discard_verb = { "discard", DISCARD_USAGE, DISCARD_HELP, NULL, 0, false, true, true };

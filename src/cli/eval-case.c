@@ -137,6 +137,28 @@ static int apply_changes(const char *dir, int ws_fd, AjWsStats *st, char **ret_e
         return r;
 }
 
+/* The scratch copy opened at ws_fd is the directory the run's overlay covered: with an rw
+ * bind of a directory above it (TMPDIR, say), the agent moved it away and put a symlink in
+ * its place, and the changes, git's own files too, were applied as root where that pointed.
+ * A record without the identity (this agentjail writes it) is refused too. */
+static int check_workspace(const AjRunRecord *rec, int ws_fd, const char *ws, char **ret_error)
+{
+        int r = aj_run_workspace_check(&rec->workspace, ws_fd);
+        if (r < 0) {
+                _cleanup_free_ char *where = aj_printable_dup(ws, strlen(ws), AJ_ESCAPE_QUOTE);
+                (void)aj_asprintf(ret_error,
+                                  r == -ESTALE ? "the overlay's changes were not applied: the scratch workspace %s is "
+                                                 "not the directory the run had (moved, or replaced by a symlink "
+                                                 "or another directory during the run)"
+                                  : r == -ENODATA ? "the overlay's changes were not applied: the run recorded no "
+                                                    "identity of its workspace to tell %s is the directory it had"
+                                                  : "the overlay's changes were not applied: cannot look at the "
+                                                    "scratch workspace %s",
+                                  where ?: "?");
+        }
+        return r;
+}
+
 /* An overlay run's changes, applied to the case's scratch copy (the very workspace the run
  * had, its alone, removed after the case unless `keep`) so that the assertions see the
  * workspace as the agent left it. That is the run's commit, recorded as `agentjail commit`
@@ -190,7 +212,7 @@ static int apply_overlay(AjRun *run, int ws_fd, const char *ws, bool keep, char 
         if (applied < 0)
                 (void)aj_asprintf(ret_error, "the overlay's changes were not applied: %s",
                                   unsettled ?: strerror(-applied));
-        else
+        else if ((applied = check_workspace(rec, ws_fd, ws, ret_error)) >= 0)
                 applied = apply_changes(dir, ws_fd, &st, ret_error);
         if (applied < 0 && keep)
                 return applied;

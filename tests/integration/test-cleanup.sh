@@ -259,7 +259,10 @@ BG_PIDS=()
 # --- an overlay run's supervisor and watchdog SIGKILLed together while a jail process cannot
 # die: commit applied the upper dir while that process, still in the overlay, could write
 # into it, so what was applied was not what diff showed. commit refuses while the run's
-# cgroup holds processes; discard, which applies nothing, does not need to.
+# cgroup holds processes; discard, which applies nothing, does not need to. Nor did diff:
+# it showed the operator the changes as they were then, and once the process was gone (after
+# the call it was in, a write say) the commit applied what no diff had shown. diff refuses as
+# commit does: what it shows then is what nothing but root changes afterwards.
 OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
 rm -f "$WORKSPACE/mine.txt"
 start_jail_bg -p "$OV" -- /bin/sh -c 'printf "agent\n" >mine.txt && exec ./probe sleep 120'
@@ -268,8 +271,11 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; t
         kill -KILL "$BG_PID" "$(jq -r .watchdog_pid "$rdir/run.json")"
         wait "$BG_PID" 2>/dev/null
         sleep 0.5
-        aj diff "$id"
-        like "$OUT" "A  mine.txt" "diff of the dead overlay run whose process is left" || op_diag
+        aj diff "$id" --patch
+        is "$RC" 1 "diff refuses a run whose cgroup still holds a process" || op_diag
+        like "$ERR" "run $id: nothing is shown: its supervisor is gone but its cgroup still holds processes.*then diff again" \
+                "... and says why and what to do" || op_diag
+        unlike "$OUT" "agent" "... showing none of the changes that process may still change"
         aj commit "$id"
         is "$RC" 1 "commit refuses a run whose cgroup still holds a process" || op_diag
         like "$ERR" "run $id: nothing was changed: its supervisor is gone but its cgroup still holds processes.*'agentjail prune'.*then commit again" \
@@ -280,6 +286,8 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; t
         aj prune --older-than 1d
         is "$RC" 0 "once the process can die, prune reaps the dead run" || op_diag
         isnt "$(ls -d "$rdir" 2>/dev/null)" "" "... and keeps it, its changes pending"
+        aj diff "$id"
+        like "$OUT" "A  mine.txt" "then diff shows the changes" || op_diag
         aj commit "$id"
         is "$RC" 0 "then commit applies the changes" || op_diag
         is "$(cat "$WORKSPACE/mine.txt" 2>/dev/null)" agent "... the agent's file is in the workspace"

@@ -246,6 +246,29 @@ like "$(jq -c 'select(.type == "workspace.discard") | [.eval, .error]' \
 is "$([[ -e "$AGENTJAIL_STATE_DIR/runs/$huge_id/workspace" ]] && echo kept || echo gone)" gone \
         "its 4 GiB of kept changes are removed"
 
+# An overlay case whose profile binds a directory above its scratch copy (here TMPDIR): the
+# agent moved its workspace away through the bind and left a symlink in its place, and eval,
+# as root, opened the scratch path, followed it and applied the agent's files (git's own
+# included, over any conflict) to the directory it named: a root-owned one here, /etc/cron.d
+# as well. eval wants the directory the run had (run.json's workspace.id), as commit does.
+VICTIM=$TEST_TMP/victim
+mkdir -p "$VICTIM"
+PB=$(write_profile evalbound "{\"extends\": \"default\", \"filesystem\": {\"workspace\": {\"mode\": \"overlay\"},
+        \"rw\": [\"$TMPDIR:/mnt/tmp\"]}}")
+cat >"$TEST_TMP/reroute.json" <<EOF
+{ "cases": [ { "name": "reroute", "profile": "$PB",
+               "command": ["sh", "-c", "echo planted > evil && cd /mnt/tmp/agentjail-eval.*/case-* && mv workspace ws.orig && ln -s $VICTIM workspace && echo moved"] } ] }
+EOF
+eval_run "$TEST_TMP/reroute.json" --json
+reroute_id=$(jq -r '.cases[0].run // empty' <<<"$EVAL_OUT" 2>/dev/null)
+ok "an agent's symlink in place of its scratch copy: nothing is written where it points" test ! -e "$VICTIM/evil"
+like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$EVAL_OUT" 2>&1)" \
+        "^error the overlay's changes were not applied: the scratch workspace .* is not the directory the run had" \
+        "... the case is an error saying why" || eval_diag
+is "$(jq -r '.workspace.changes' "$AGENTJAIL_STATE_DIR/runs/$reroute_id/run.json" 2>&1)" discarded \
+        "... its run's changes are discarded"
+rm -rf "$VICTIM"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then

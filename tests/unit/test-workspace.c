@@ -1092,6 +1092,12 @@ Test(workspace, git_code_paths)
                 "sub/.hg/hgrc",
                 ".git/hooks/x.sample/y",
                 ".git/hooks/.sample",
+                ".jj/repo/config.toml",
+                ".JJ/repo/config.toml",
+                ".jj/repo/config-id",
+                ".jj/repo/storex",
+                ".jj/config.toml",
+                "sub/.jj/repo/config.toml",
         };
         for (size_t i = 0; i < ARRAY_SIZE(flagged); i++)
                 cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
@@ -1099,6 +1105,13 @@ Test(workspace, git_code_paths)
         cr_expect_not_null(aj_ws_path_git_code("sub/.git", S_IFLNK), "a .git symlink is flagged");
         cr_expect_not_null(aj_ws_path_git_code(".hg", S_IFREG), "an .hg file is flagged");
         cr_expect_not_null(aj_ws_change_git_code(".hg", AJ_WS_DELETED, S_IFDIR), "an .hg removed is flagged");
+        /* Jujutsu: jj before its secure config ran `fix.tools`, aliases and a pager from the
+         * repository's .jj/repo/config.toml (its "zip file problem"); a workspace's .jj/repo
+         * file sends jj to another repository's. */
+        cr_expect_not_null(aj_ws_path_git_code(".jj", S_IFREG), "a .jj file is flagged");
+        cr_expect_not_null(aj_ws_path_git_code(".jj/repo", S_IFREG),
+                           "a .jj/repo file (another repository's) is flagged");
+        cr_expect_not_null(aj_ws_change_git_code(".jj", AJ_WS_REPLACED, S_IFDIR), "a .jj replaced is flagged");
 
         static const char *const data[] = {
                 ".git/objects/ab/cdef",
@@ -1122,6 +1135,11 @@ Test(workspace, git_code_paths)
                 ".hg/cache/branch2-served",
                 ".hg/undo.desc",
                 ".hg/last-message.txt",
+                ".jj/repo/store/type",
+                ".jj/repo/op_store/operations/ab",
+                ".jj/repo/op_heads/heads/cd",
+                ".jj/repo/index/segments/ef",
+                ".jj/working_copy/tree_state",
         };
         for (size_t i = 0; i < ARRAY_SIZE(data); i++)
                 cr_expect_null(aj_ws_path_git_code(data[i], S_IFREG), "%s is not flagged", data[i]);
@@ -1650,7 +1668,8 @@ static bool found_path(json_t *found, const char *path)
 /* rw: the repositories below the workspace's top are looked at too, with the same rule: a
  * nested repository's hook and config (git run in sub/ runs them), a submodule's work tree
  * that its gitdir's config (in .git/modules) names, a repository made during the run deep
- * down, a directory holding a HEAD (a bare repository), an .hg (Mercurial's hgrc). The
+ * down, a directory holding a HEAD (a bare repository), an .hg (Mercurial's hgrc), a .jj
+ * (Jujutsu's repository config). The
  * same names outside any repository are not git's. */
 Test(workspace, git_changed_in_place_nested_repositories)
 {
@@ -1690,6 +1709,12 @@ Test(workspace, git_changed_in_place_nested_repositories)
         cr_assert_eq(mkdir(at(lower, "a/hg"), 0755), 0);
         cr_assert_eq(mkdir(at(lower, "a/hg/.hg"), 0755), 0);
         put(lower, "a/hg/.hg/hgrc", "[hooks]\nupdate = evil\n", 0644);
+        cr_assert_eq(mkdir(at(lower, "a/jj"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/jj/.jj"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/jj/.jj/repo"), 0755), 0);
+        cr_assert_eq(mkdir(at(lower, "a/jj/.jj/repo/store"), 0755), 0);
+        put(lower, "a/jj/.jj/repo/config.toml", "[fix.tools.x]\ncommand = [\"evil\"]\n", 0644);
+        put(lower, "a/jj/.jj/repo/store/type", "git\n", 0644);
         /* A symlink is not followed: out of the workspace, nor round it in circles. */
         mkd(outside, "o", 0755);
         mkd(outside, "o/.git", 0755);
@@ -1702,15 +1727,17 @@ Test(workspace, git_changed_in_place_nested_repositories)
         cr_assert_not_null(found);
         static const char *const want[] = {
                 "sub/.git/hooks/post-checkout", "sub/.git/config", "lib/y/hooks2/post-checkout",
-                "srv/repo.git/config",          "a/b/.git/config", "a/hg/.hg/hgrc"
+                "srv/repo.git/config",          "a/b/.git/config", "a/hg/.hg/hgrc",
+                "a/jj/.jj/repo/config.toml"
         };
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
                 cr_expect(found_path(found, want[i]), "%s is named", want[i]);
         cr_expect_not(found_path(found, "sub/.git/HEAD"), "a HEAD is data");
+        cr_expect_not(found_path(found, "a/jj/.jj/repo/store/type"), "jj's store is data");
         cr_expect_not(found_path(found, "plain/hooks2/post-checkout"), "not in a repository's work tree");
         cr_expect_not(found_path(found, "out/.git/config"), "not through a symlink");
-        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 8,
-                     "and the directories sub/.git/hooks and lib/y/hooks2 (an entry added): %s",
+        cr_expect_eq(json_integer_value(json_object_get(found, "count")), 10,
+                     "and the directories sub/.git/hooks, lib/y/hooks2 and a/jj/.jj/repo (an entry added): %s",
                      json_dumps(found, JSON_COMPACT));
         cr_expect(json_is_false(json_object_get(found, "cut")));
         json_decref(found);
