@@ -104,6 +104,9 @@ typedef struct {
         bool has_id;   /* dev/ino: the source the plan checked; the mounted tree must be it */
         dev_t dev;
         ino_t ino;
+        uid_t uid; /* ... and its owner and mode then (the workspace's idmap maps that owner) */
+        gid_t gid;
+        mode_t mode;
         char *overlay; /* workspace mode overlay: host dir with upper/ and work/ */
         size_t seq;    /* insertion order, tie-break for the depth sort */
 } AjMountStep;

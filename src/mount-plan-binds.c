@@ -367,6 +367,9 @@ static void step_pin(AjMountPlan *plan, const struct stat *st, int *fd)
         s->has_id = true;
         s->dev = st->st_dev;
         s->ino = st->st_ino;
+        s->uid = st->st_uid;
+        s->gid = st->st_gid;
+        s->mode = st->st_mode;
         s->source_fd = TAKE_FD(*fd);
 }
 

@@ -965,16 +965,34 @@ const char *aj_mount_plan_workspace_source(const AjMountPlan *plan)
         return NULL;
 }
 
-bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino)
+static const AjMountStep *checked_workspace(const AjMountPlan *plan)
 {
         for (size_t i = 0; plan && i < plan->n; i++)
                 if (plan->steps[i].origin == ORIGIN_WORKSPACE && plan->steps[i].kind == STEP_BIND &&
-                    plan->steps[i].has_id) {
-                        *ret_dev = plan->steps[i].dev;
-                        *ret_ino = plan->steps[i].ino;
-                        return true;
-                }
-        return false;
+                    plan->steps[i].has_id)
+                        return &plan->steps[i];
+        return NULL;
+}
+
+bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino)
+{
+        const AjMountStep *s = checked_workspace(plan);
+        if (!s)
+                return false;
+        *ret_dev = s->dev;
+        *ret_ino = s->ino;
+        return true;
+}
+
+bool aj_mount_plan_workspace_owner(const AjMountPlan *plan, uid_t *ret_uid, gid_t *ret_gid, mode_t *ret_mode)
+{
+        const AjMountStep *s = checked_workspace(plan);
+        if (!s)
+                return false;
+        *ret_uid = s->uid;
+        *ret_gid = s->gid;
+        *ret_mode = s->mode;
+        return true;
 }
 
 void aj_mount_plan_close_fds(AjMountPlan *plan)

@@ -88,6 +88,9 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
 const char *aj_mount_plan_workspace_source(const AjMountPlan *plan);
 /* The identity (dev, ino) the workspace's source was checked with: false if none. */
 bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino);
+/* The owner and mode the workspace's source had when it was checked (what its idmap maps
+ * and an overlay's upper root takes; never what its path leads to later): false if none. */
+bool aj_mount_plan_workspace_owner(const AjMountPlan *plan, uid_t *ret_uid, gid_t *ret_gid, mode_t *ret_mode);
 
 /* Working directory inside the jail (the workspace target, or home). */
 const char *aj_mount_plan_workdir(const AjMountPlan *plan);

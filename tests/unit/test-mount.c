@@ -2254,6 +2254,34 @@ Test(mount, live_source_moved_before_the_deferred_check_is_refused, LIVE)
         setup_free(&s);
 }
 
+/* The workspace's idmap maps its owner: the checked directory's, kept by the plan, never
+ * what its path leads to when the idmap is made (a directory of root's swapped in there
+ * would have the agent write the mounted workspace as root). */
+Test(mount, live_workspace_owner_is_the_checked_directorys, LIVE)
+{
+        Setup s;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        mode_t mode = 0;
+
+        if (!require_root())
+                return;
+        cr_assert_eq(chown(P("/ws"), 1234, 4321), 0);
+        cr_assert_eq(chmod(P("/ws"), 0750), 0);
+        setup_init(&s);
+        s.p.workspace_path = strdup(P("/ws"));
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        s.ctx.idmap = true;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+        cr_assert_eq(rename(P("/ws"), P("/ws.checked")), 0);
+        cr_assert_eq(mkdir(P("/ws"), 0755), 0);
+        cr_assert(aj_mount_plan_workspace_owner(plan, &uid, &gid, &mode));
+        cr_expect_eq(uid, 1234);
+        cr_expect_eq(gid, 4321);
+        cr_expect_eq(mode & 07777, 0750);
+        setup_free(&s);
+}
+
 static void bind_view_teardown(void)
 {
         if (tmp[0])
