@@ -50,8 +50,8 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
 /* Host side, before clone (root-started runs): detached trees (open_tree) for every
  * bind, so the jail's uid needs no search permission on the sources' parents; the rw
  * binds and the workspace idmapped (mount_setattr(MOUNT_ATTR_IDMAP)) with
- * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each tree's root must
- * be the very file the plan checked (dev/ino), or the run is refused. */
+ * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each checked source's
+ * tree is cloned from the fd the plan opened and judged it by, never from its path again. */
 /* The checks a plan built with defer_places kept, against `places`, in the order the sources
  * were planned: the first refusal is the error (as aj_mount_plan_build would have said it);
  * what allow_sensitive let through joins aj_mount_plan_sensitive_allowed(). Run it before
