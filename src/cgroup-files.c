@@ -43,22 +43,36 @@ int aj_cgroup_unenforced(AjCgroupReasons *rs, const char *fmt, ...)
         return rs->allow_degraded ? 0 : -EOPNOTSUPP;
 }
 
-/* DIR/FILE, in one open: a run reads a dozen files at its end, and walking to the
- * directory once more for each would cost as much again. */
-static int cg_path(char buf[static PATH_MAX], const char *dir, const char *file)
+/* DIR/FILE, in one open: relative to the directory's kept fd, else by the whole path (a run
+ * reads a dozen files at its end, and walking to the directory once more for each would cost
+ * as much again). */
+typedef struct {
+        int dfd;
+        const char *name;
+        char buf[PATH_MAX];
+} CgAt;
+
+static int cg_at(AjCgDir d, const char *file, CgAt *at)
 {
-        int n = snprintf(buf, PATH_MAX, "%s/%s", dir, file);
+        if (d.fd >= 0) {
+                at->dfd = d.fd;
+                at->name = file;
+                return 0;
+        }
+        int n = snprintf(at->buf, PATH_MAX, "%s/%s", d.path, file);
+        at->dfd = AT_FDCWD;
+        at->name = at->buf;
         return n < 0 ? -EINVAL : n >= PATH_MAX ? -ENAMETOOLONG : 0;
 }
 
-int aj_cg_read(const char *dir, const char *file, char **ret)
+int aj_cg_read(AjCgDir dir, const char *file, char **ret)
 {
-        char p[PATH_MAX];
-        int r = cg_path(p, dir, file);
-        return r < 0 ? r : aj_read_file_at(AT_FDCWD, p, CG_FILE_MAX, ret, NULL);
+        CgAt at;
+        int r = cg_at(dir, file, &at);
+        return r < 0 ? r : aj_read_file_at(at.dfd, at.name, CG_FILE_MAX, ret, NULL);
 }
 
-int aj_cg_read_u64(const char *dir, const char *file, uint64_t *ret)
+int aj_cg_read_u64(AjCgDir dir, const char *file, uint64_t *ret)
 {
         _cleanup_free_ char *s = NULL;
         int r = aj_cg_read(dir, file, &s);
@@ -74,7 +88,7 @@ int aj_cg_read_u64(const char *dir, const char *file, uint64_t *ret)
         return 0;
 }
 
-int aj_cg_read_keyed(const char *dir, const char *file, const char *key, uint64_t *ret)
+int aj_cg_read_keyed(AjCgDir dir, const char *file, const char *key, uint64_t *ret)
 {
         _cleanup_free_ char *s = NULL;
         int r = aj_cg_read(dir, file, &s);
@@ -83,29 +97,27 @@ int aj_cg_read_keyed(const char *dir, const char *file, const char *key, uint64_
         return aj_cgroup_parse_keyed(s, key, ret);
 }
 
-int aj_cg_write(const char *dir, const char *file, const char *text)
+int aj_cg_write(AjCgDir dir, const char *file, const char *text)
 {
-        char p[PATH_MAX];
-        int r = cg_path(p, dir, file);
-        return r < 0 ? r : aj_write_file_at(AT_FDCWD, p, text);
+        CgAt at;
+        int r = cg_at(dir, file, &at);
+        return r < 0 ? r : aj_write_file_at(at.dfd, at.name, text);
 }
 
-int aj_cg_open_write(const char *dir, const char *file)
+int aj_cg_open(AjCgDir dir, const char *file, int flags)
 {
-        char p[PATH_MAX];
-        int r = cg_path(p, dir, file);
+        CgAt at;
+        int r = cg_at(dir, file, &at);
         if (r < 0)
                 return r;
-        int fd = open(p, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        int fd = openat(at.dfd, at.name, flags | O_CLOEXEC | O_NOFOLLOW);
         return fd < 0 ? -errno : fd;
 }
 
-bool aj_cg_exists(const char *dir, const char *file)
+bool aj_cg_exists(AjCgDir dir, const char *file)
 {
-        _cleanup_free_ char *p = NULL;
-        if (asprintf(&p, "%s/%s", dir, file) < 0)
-                return false;
-        return access(p, F_OK) == 0;
+        CgAt at;
+        return cg_at(dir, file, &at) == 0 && faccessat(at.dfd, at.name, F_OK, 0) == 0;
 }
 
 int aj_cg_mkdir_run(const char *parent, const char *run)
@@ -167,14 +179,11 @@ int aj_cg_ms_left(int64_t deadline)
         return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
-int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms)
+int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms)
 {
-        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        _cleanup_close_ int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = aj_cg_open(dir, file, O_RDONLY);
         if (fd < 0)
-                return -errno;
+                return fd;
         int64_t start = aj_now_monotonic_ms(), deadline = start + timeout_ms;
         for (;;) {
                 /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
@@ -210,7 +219,7 @@ int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_
         }
 }
 
-int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n)
+int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n)
 {
         _cleanup_free_ char *s = NULL;
         int r = aj_cg_read(dir, "cgroup.procs", &s);
@@ -242,7 +251,7 @@ int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n)
         return 0;
 }
 
-int aj_cg_signal_all(const char *dir, int sig)
+int aj_cg_signal_all(AjCgDir dir, int sig)
 {
         _cleanup_free_ pid_t *pids = NULL;
         size_t n = 0;
@@ -254,7 +263,7 @@ int aj_cg_signal_all(const char *dir, int sig)
         return (int)n;
 }
 
-int aj_cg_attach(const char *dir, pid_t pid)
+int aj_cg_attach(AjCgDir dir, pid_t pid)
 {
         char buf[32];
         snprintf(buf, sizeof(buf), "%d", (int)pid);

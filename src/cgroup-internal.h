@@ -89,7 +89,11 @@ struct AjCgroup {
         /* Which run directories exist and are ours (created, or found by open). */
         bool have_v2;
         bool have_v1[_AJ_CG_V1_MAX];
-        int v2_fd;
+        int v2_fd; /* the v2 directory's, from its creation to its removal (its files are
+                    * opened relative to it, and it holds the lock of aj_cgroup_claim) */
+        /* Each primary v1 directory's fd, from its creation to its removal; an alias has its
+         * primary's (not closed on its own); -1 none: its files are opened by path. */
+        int v1_fd[_AJ_CG_V1_MAX];
         /* Locks on v1 directories (cgroup.h aj_cgroup_claim): the creator's shared one on the
          * first it made when there is no v2 directory (v2_fd holds that one), a claim's
          * exclusive one on each; -1 none. */
@@ -120,12 +124,28 @@ typedef struct {
  * runs are allowed, then 0 (the reason is kept either way). */
 int aj_cgroup_unenforced(AjCgroupReasons *r, const char *fmt, ...) _printf_(2, 3);
 
+/* A cgroup directory as the file helpers take it: its path, and for the run's own directories
+ * the fd kept open from their creation to their removal, which their files are opened relative
+ * to: one name to look up, where the whole path is six or seven (/sys/fs/cgroup/memory/
+ * agentjail/<id>/memory.limit_in_bytes) and a run opens some 25 of them. */
+typedef struct {
+        const char *path;
+        int fd; /* -1: by path */
+} AjCgDir;
+
+static inline AjCgDir aj_cg_path(const char *path) { return (AjCgDir){ path, -1 }; }
+static inline AjCgDir aj_cg_v2(const AjCgroup *cg) { return (AjCgDir){ cg->plan.v2_run, cg->v2_fd }; }
+static inline AjCgDir aj_cg_v1(const AjCgroup *cg, size_t c) { return (AjCgDir){ cg->plan.v1_run[c], cg->v1_fd[c] }; }
+
+/* Closes primary v1 directory c's fd, and its aliases' copies of it. */
+void aj_cg_close_v1(AjCgroup *cg, size_t c);
+
 /* Small file helpers on "<dir>/<file>". */
-int aj_cg_read(const char *dir, const char *file, char **ret);
-int aj_cg_read_u64(const char *dir, const char *file, uint64_t *ret);
-int aj_cg_read_keyed(const char *dir, const char *file, const char *key, uint64_t *ret);
-int aj_cg_write(const char *dir, const char *file, const char *text);
-bool aj_cg_exists(const char *dir, const char *file);
+int aj_cg_read(AjCgDir dir, const char *file, char **ret);
+int aj_cg_read_u64(AjCgDir dir, const char *file, uint64_t *ret);
+int aj_cg_read_keyed(AjCgDir dir, const char *file, const char *key, uint64_t *ret);
+int aj_cg_write(AjCgDir dir, const char *file, const char *text);
+bool aj_cg_exists(AjCgDir dir, const char *file);
 /* mkdir "parent" (may exist) then "run" (must not), redoing the parent when
  * a concurrent destroy removed it between the two. */
 int aj_cg_mkdir_run(const char *parent, const char *run);
@@ -140,15 +160,15 @@ void aj_cg_rmdir_parent(const char *dir);
 /* Wait on a kernfs file (cgroup.events) until `key` reads `want`, POLLPRI. */
 /* What is left until `deadline` (CLOCK_MONOTONIC ms) as a timeout in ms: 0 once it passed. */
 int aj_cg_ms_left(int64_t deadline);
-int aj_cg_wait_keyed(const char *dir, const char *file, const char *key, uint64_t want, int timeout_ms);
+int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms);
 /* The pids in "<dir>/cgroup.procs". */
-int aj_cg_read_pids(const char *dir, pid_t **ret, size_t *ret_n);
+int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n);
 /* Move pid into dir (writes cgroup.procs). */
-int aj_cg_attach(const char *dir, pid_t pid);
-/* DIR/FILE opened for writing (O_CLOEXEC), or -errno. */
-int aj_cg_open_write(const char *dir, const char *file);
+int aj_cg_attach(AjCgDir dir, pid_t pid);
+/* DIR/FILE opened (O_CLOEXEC | O_NOFOLLOW added), or -errno. */
+int aj_cg_open(AjCgDir dir, const char *file, int flags);
 /* One pass of `sig` to every task listed in dir's cgroup.procs: how many there were, or -errno. */
-int aj_cg_signal_all(const char *dir, int sig);
+int aj_cg_signal_all(AjCgDir dir, int sig);
 
 #define AJ_CG_WAIT_MS 5000
 

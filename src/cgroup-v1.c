@@ -45,7 +45,7 @@ static bool limit_requested(const AjCgroupLimits *l, size_t c)
 
 static int set_limit(AjCgroup *cg, AjCgroupReasons *rs, size_t c, const char *file, const char *value)
 {
-        int r = aj_cg_write(cg->plan.v1_run[c], file, value);
+        int r = aj_cg_write(aj_cg_v1(cg, c), file, value);
         if (r >= 0)
                 return 0;
         return aj_cgroup_unenforced(rs, "%s limit requested but writing '%s' to '%s/%s' failed: %s",
@@ -57,7 +57,7 @@ static int apply_limits(AjCgroup *cg, const AjCgroupLimits *l, AjCgroupReasons *
         char buf[64];
         int r;
         if (l->memory_max && cg->have_v1[AJ_CG_V1_MEMORY]) {
-                const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+                AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_MEMORY);
                 snprintf(buf, sizeof(buf), "%" PRIu64, l->memory_max);
                 r = set_limit(cg, rs, AJ_CG_V1_MEMORY, "memory.limit_in_bytes", buf);
                 if (r < 0)
@@ -125,8 +125,10 @@ static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                 }
                 if (cg->plan.v1_alias[c]) {
                         for (size_t o = 0; o < c; o++)
-                                if (cg->plan.v1_run[o] && streq(cg->plan.v1_run[o], cg->plan.v1_run[c]))
+                                if (cg->plan.v1_run[o] && streq(cg->plan.v1_run[o], cg->plan.v1_run[c])) {
                                         cg->have_v1[c] = cg->have_v1[o];
+                                        cg->v1_fd[c] = cg->v1_fd[o];
+                                }
                         continue;
                 }
                 r = aj_cg_mkdir_run(cg->plan.v1_parent[c], cg->plan.v1_run[c]);
@@ -145,6 +147,8 @@ static int v1_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
                         continue;
                 }
                 cg->have_v1[c] = true;
+                /* Its files by this fd (failing, by path: slower, not wrong). */
+                cg->v1_fd[c] = open(cg->plan.v1_run[c], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 /* No v2 directory to hold (a v1-only host, or a hybrid one that could not make
                  * it): the first v1 one is held instead (cgroup.h aj_cgroup_claim). */
                 if (!cg->have_v2 && !held) {
@@ -162,7 +166,7 @@ static int v1_attach(AjCgroup *cg, pid_t pid)
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!is_primary(cg, c))
                         continue;
-                int r = aj_cg_attach(cg->plan.v1_run[c], pid);
+                int r = aj_cg_attach(aj_cg_v1(cg, c), pid);
                 if (r < 0)
                         return r;
         }
@@ -177,7 +181,7 @@ int aj_cgroup_v1_task_fds(AjCgroup *cg, int *fds, size_t max, size_t *ret_n)
         for (size_t c = 0; cg && c < _AJ_CG_V1_MAX; c++) {
                 if (!is_primary(cg, c))
                         continue;
-                int fd = n < max ? aj_cg_open_write(cg->plan.v1_run[c], "tasks") : -E2BIG;
+                int fd = n < max ? aj_cg_open(aj_cg_v1(cg, c), "tasks", O_WRONLY) : -E2BIG;
                 if (fd < 0) {
                         for (size_t i = 0; i < n; i++)
                                 close(fds[i]);
@@ -195,7 +199,7 @@ static int v1_set_frozen(AjCgroup *cg, bool frozen)
 {
         if (!v1_can_freeze(cg))
                 return -EOPNOTSUPP;
-        const char *d = cg->plan.v1_run[AJ_CG_V1_FREEZER];
+        AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_FREEZER);
         const char *want = frozen ? "FROZEN" : "THAWED";
         int r = aj_cg_write(d, "freezer.state", want);
         if (r < 0)
@@ -218,21 +222,24 @@ static int v1_set_frozen(AjCgroup *cg, bool frozen)
         }
 }
 
-static const char *procs_dir(const AjCgroup *cg)
+/* The directory whose cgroup.procs lists the run's tasks; false when it has none. */
+static bool procs_dir(const AjCgroup *cg, AjCgDir *ret)
 {
         static const size_t order[] = { AJ_CG_V1_FREEZER, AJ_CG_V1_PIDS, AJ_CG_V1_MEMORY, AJ_CG_V1_CPU,
                                         AJ_CG_V1_CPUACCT };
         for (size_t i = 0; i < ARRAY_SIZE(order); i++)
-                if (cg->have_v1[order[i]])
-                        return cg->plan.v1_run[order[i]];
-        return NULL;
+                if (cg->have_v1[order[i]]) {
+                        *ret = aj_cg_v1(cg, order[i]);
+                        return true;
+                }
+        return false;
 }
 
 /* Until no task is left in dir, or -ETIMEDOUT at the deadline. Whatever is found there is
  * SIGKILLed again: anything in a run's cgroup is the run's (a task root moved into this
  * hierarchy's directory alone, which the v2 tree's cgroup.kill does not reach), and a task
  * that was not running (frozen, in D state) takes its pending SIGKILL when it does. */
-static int wait_empty(const char *dir, int64_t deadline)
+static int wait_empty(AjCgDir dir, int64_t deadline)
 {
         int64_t start = aj_now_monotonic_ms();
         for (long step = 1;; step = step < 10 ? step * 2 : aj_now_monotonic_ms() - start < 1000 ? 10 : 100) {
@@ -250,8 +257,8 @@ static int wait_empty(const char *dir, int64_t deadline)
 
 static int v1_kill(AjCgroup *cg, int64_t deadline)
 {
-        const char *dir = procs_dir(cg);
-        if (!dir)
+        AjCgDir dir;
+        if (!procs_dir(cg, &dir))
                 return 0;
         /* Frozen tasks cannot fork, so one pass reaches every one of them;
          * thawing lets the pending SIGKILLs take effect. Without a freezer,
@@ -283,15 +290,15 @@ static int v1_kill(AjCgroup *cg, int64_t deadline)
 
 static int v1_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
 {
-        const char *dir = procs_dir(cg);
-        return dir ? aj_cg_read_pids(dir, ret, ret_n) : -EOPNOTSUPP;
+        AjCgDir dir;
+        return procs_dir(cg, &dir) ? aj_cg_read_pids(dir, ret, ret_n) : -EOPNOTSUPP;
 }
 
 static int v1_stats(AjCgroup *cg, AjCgroupStats *st)
 {
         uint64_t v;
         if (cg->have_v1[AJ_CG_V1_MEMORY]) {
-                const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+                AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_MEMORY);
                 if (aj_cg_read_u64(d, "memory.usage_in_bytes", &v) >= 0)
                         st->memory_current = v;
                 if (aj_cg_read_u64(d, "memory.max_usage_in_bytes", &v) >= 0)
@@ -309,18 +316,17 @@ static int v1_stats(AjCgroup *cg, AjCgroupStats *st)
                 st->memory_max_events = hits;
         }
         if (cg->have_v1[AJ_CG_V1_PIDS]) {
-                const char *d = cg->plan.v1_run[AJ_CG_V1_PIDS];
+                AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_PIDS);
                 if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
                         st->pids_current = v;
                 if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
                         st->pids_max_events = v;
         }
-        if (cg->have_v1[AJ_CG_V1_CPUACCT] &&
-            aj_cg_read_u64(cg->plan.v1_run[AJ_CG_V1_CPUACCT], "cpuacct.usage", &v) >= 0)
+        if (cg->have_v1[AJ_CG_V1_CPUACCT] && aj_cg_read_u64(aj_cg_v1(cg, AJ_CG_V1_CPUACCT), "cpuacct.usage", &v) >= 0)
                 st->cpu_usage_usec = v / 1000;
         if (cg->have_v1[AJ_CG_V1_FREEZER] && !cg->have_v2) {
                 _cleanup_free_ char *s = NULL;
-                if (aj_cg_read(cg->plan.v1_run[AJ_CG_V1_FREEZER], "freezer.state", &s) >= 0)
+                if (aj_cg_read(aj_cg_v1(cg, AJ_CG_V1_FREEZER), "freezer.state", &s) >= 0)
                         st->frozen = strncmp(s, "FROZEN", 6) == 0;
         }
         return 0;
@@ -332,19 +338,16 @@ static int v1_open_event_fd(AjCgroup *cg, int *ret_fd)
          * memory.oom_control); pids.events is read at exit instead. */
         if (!cg->have_v1[AJ_CG_V1_MEMORY])
                 return -ENODATA;
-        const char *d = cg->plan.v1_run[AJ_CG_V1_MEMORY];
+        AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_MEMORY);
         _cleanup_close_ int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (efd < 0)
                 return -errno;
-        _cleanup_close_ int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return -errno;
-        _cleanup_close_ int ofd = openat(dfd, "memory.oom_control", O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int ofd = aj_cg_open(d, "memory.oom_control", O_RDONLY);
         if (ofd < 0)
-                return -errno;
+                return ofd;
         char buf[64];
         snprintf(buf, sizeof(buf), "%d %d", efd, ofd);
-        int r = aj_write_file_at(dfd, "cgroup.event_control", buf);
+        int r = aj_cg_write(d, "cgroup.event_control", buf);
         if (r < 0)
                 return r;
         *ret_fd = TAKE_FD(efd);
@@ -364,13 +367,14 @@ static int v1_remove(AjCgroup *cg, int64_t deadline)
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++) {
                 if (!is_primary(cg, c))
                         continue;
-                (void)wait_empty(cg->plan.v1_run[c], deadline);
+                (void)wait_empty(aj_cg_v1(cg, c), deadline);
                 int q = aj_cg_rmdir(cg->plan.v1_run[c], deadline);
                 if (q < 0) {
                         if (r == 0)
                                 r = q;
                         continue;
                 }
+                aj_cg_close_v1(cg, c);
                 for (size_t o = 0; o < _AJ_CG_V1_MAX; o++)
                         if (cg->plan.v1_run[o] && streq(cg->plan.v1_run[o], cg->plan.v1_run[c]))
                                 cg->have_v1[o] = false;

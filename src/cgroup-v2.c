@@ -57,7 +57,7 @@ static int write_subtree_op(const char *dir, unsigned set, const char *op)
                         strcat(buf, op);
                         strcat(buf, ctrl_names[i]);
                 }
-        return buf[0] ? aj_cg_write(dir, "cgroup.subtree_control", buf) : 0;
+        return buf[0] ? aj_cg_write(aj_cg_path(dir), "cgroup.subtree_control", buf) : 0;
 }
 
 static int write_subtree(const char *dir, unsigned set) { return write_subtree_op(dir, set, "+"); }
@@ -81,9 +81,9 @@ static int move_tasks(const char *from, const char *to)
 {
         _cleanup_free_ pid_t *pids = NULL;
         size_t n = 0;
-        int r = aj_cg_read_pids(from, &pids, &n);
+        int r = aj_cg_read_pids(aj_cg_path(from), &pids, &n);
         for (size_t i = 0; r >= 0 && i < n; i++) {
-                r = aj_cg_attach(to, pids[i]);
+                r = aj_cg_attach(aj_cg_path(to), pids[i]);
                 if (r == -ESRCH)
                         r = 0;
         }
@@ -104,7 +104,7 @@ static int leave_base(AjCgroup *cg, const char *base)
 {
         _cleanup_free_ pid_t *pids = NULL;
         size_t n = 0;
-        int r = aj_cg_read_pids(base, &pids, &n);
+        int r = aj_cg_read_pids(aj_cg_path(base), &pids, &n);
         if (r < 0)
                 return r;
         if (n == 0)
@@ -170,7 +170,7 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
                               unsigned *ret_enabled)
 {
         _cleanup_free_ char *avail_s = NULL, *sub_s = NULL;
-        int r = aj_cg_read(dir, "cgroup.controllers", &avail_s);
+        int r = aj_cg_read(aj_cg_path(dir), "cgroup.controllers", &avail_s);
         if (r < 0 && want)
                 return aj_cgroup_unenforced(rs, "cannot read '%s/cgroup.controllers': %s", dir, strerror(-r));
         unsigned avail = ctrl_set(avail_s);
@@ -186,7 +186,7 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
                         return r;
         }
         opt &= avail;
-        (void)aj_cg_read(dir, "cgroup.subtree_control", &sub_s);
+        (void)aj_cg_read(aj_cg_path(dir), "cgroup.subtree_control", &sub_s);
         unsigned enabled = ctrl_set(sub_s);
         /* Written even when they read as enabled. The kernel shows a controller in
          * subtree_control before it has made that controller's files in the children:
@@ -224,7 +224,7 @@ static int enable_controllers(const char *dir, unsigned want, unsigned opt, AjCg
 
 static int apply_limit(AjCgroup *cg, AjCgroupReasons *rs, const char *what, const char *file, const char *value)
 {
-        int r = aj_cg_write(cg->plan.v2_run, file, value);
+        int r = aj_cg_write(aj_cg_v2(cg), file, value);
         if (r >= 0)
                 return 0;
         return aj_cgroup_unenforced(rs, "%s limit requested but writing '%s' to '%s/%s' failed: %s", what, value,
@@ -249,8 +249,8 @@ static int v2_prepare_base(AjCgroup *cg, unsigned want, AjCgroupReasons *rs, boo
                         return -ENOMEM;
         }
         _cleanup_free_ char *sub_s = NULL, *avail_s = NULL;
-        (void)aj_cg_read(base, "cgroup.subtree_control", &sub_s);
-        (void)aj_cg_read(base, "cgroup.controllers", &avail_s);
+        (void)aj_cg_read(aj_cg_path(base), "cgroup.subtree_control", &sub_s);
+        (void)aj_cg_read(aj_cg_path(base), "cgroup.controllers", &avail_s);
         unsigned before = ctrl_set(sub_s);
         /* Moving is no use when the controllers are not delegated to us at all:
          * enable_controllers() says so. */
@@ -295,7 +295,7 @@ static int v2_apply_limits(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupR
                         r = apply_limit(cg, rs, "memory", "memory.max", buf);
                         /* Without swap accounting the file is absent: then the
                          * run cannot swap through this cgroup at all. */
-                        if (r >= 0 && aj_cg_exists(cg->plan.v2_run, "memory.swap.max"))
+                        if (r >= 0 && aj_cg_exists(aj_cg_v2(cg), "memory.swap.max"))
                                 r = apply_limit(cg, rs, "memory", "memory.swap.max", "0");
                 }
                 if (r < 0)
@@ -372,25 +372,25 @@ static int v2_create(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons
         return v2_apply_limits(cg, limits, rs, got);
 }
 
-static int v2_attach(AjCgroup *cg, pid_t pid) { return cg->have_v2 ? aj_cg_attach(cg->plan.v2_run, pid) : 0; }
+static int v2_attach(AjCgroup *cg, pid_t pid) { return cg->have_v2 ? aj_cg_attach(aj_cg_v2(cg), pid) : 0; }
 
-static bool v2_can_freeze(const AjCgroup *cg) { return cg->have_v2 && aj_cg_exists(cg->plan.v2_run, "cgroup.freeze"); }
+static bool v2_can_freeze(const AjCgroup *cg) { return cg->have_v2 && aj_cg_exists(aj_cg_v2(cg), "cgroup.freeze"); }
 
 static int v2_set_frozen(AjCgroup *cg, bool frozen)
 {
         if (!v2_can_freeze(cg))
                 return -EOPNOTSUPP;
-        int r = aj_cg_write(cg->plan.v2_run, "cgroup.freeze", frozen ? "1" : "0");
+        int r = aj_cg_write(aj_cg_v2(cg), "cgroup.freeze", frozen ? "1" : "0");
         if (r < 0)
                 return r;
-        return aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+        return aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
 }
 
 static int v2_kill(AjCgroup *cg, int64_t deadline)
 {
         if (!cg->have_v2)
                 return 0;
-        const char *dir = cg->plan.v2_run;
+        AjCgDir dir = aj_cg_v2(cg);
         int r;
         if (aj_cg_exists(dir, "cgroup.kill")) {
                 r = aj_cg_write(dir, "cgroup.kill", "1");
@@ -413,7 +413,7 @@ static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
 {
         if (!cg->have_v2)
                 return -EOPNOTSUPP;
-        return aj_cg_read_pids(cg->plan.v2_run, ret, ret_n);
+        return aj_cg_read_pids(aj_cg_v2(cg), ret, ret_n);
 }
 
 /*
@@ -425,8 +425,8 @@ static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
 static uint64_t peak_fallback(AjCgroup *cg, const AjCgroupStats *st)
 {
         uint64_t peak = cg->v2_peak_seen > st->memory_current ? cg->v2_peak_seen : st->memory_current, max;
-        if ((st->memory_max_events > 0 || st->oom_kills > 0) &&
-            aj_cg_read_u64(cg->plan.v2_run, "memory.max", &max) >= 0 && max > peak)
+        if ((st->memory_max_events > 0 || st->oom_kills > 0) && aj_cg_read_u64(aj_cg_v2(cg), "memory.max", &max) >= 0 &&
+            max > peak)
                 peak = max;
         cg->v2_peak_seen = peak;
         return peak;
@@ -436,7 +436,7 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
 {
         if (!cg->have_v2)
                 return 0;
-        const char *d = cg->plan.v2_run;
+        AjCgDir d = aj_cg_v2(cg);
         uint64_t v;
         if (aj_cg_read_keyed(d, "cpu.stat", "usage_usec", &v) >= 0)
                 st->cpu_usage_usec = v;
@@ -511,7 +511,7 @@ static int v2_remove(AjCgroup *cg, int64_t deadline)
 {
         if (cg->have_v2) {
                 /* What is left was SIGKILLed (remove_all()): each wakes to its pending SIGKILL. */
-                (void)aj_cg_wait_keyed(cg->plan.v2_run, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
+                (void)aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
                 int r = aj_cg_rmdir(cg->plan.v2_run, deadline);
                 if (r < 0)
                         return r;

@@ -33,7 +33,7 @@ static AjCgroup *cgroup_new(const char *run_id)
         }
         cg->v2_fd = -1;
         for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
-                cg->v1_lock_fd[c] = -1;
+                cg->v1_lock_fd[c] = cg->v1_fd[c] = -1;
         cg->event_fd = -1;
         return cg;
 }
@@ -47,12 +47,25 @@ static void unlock_v1(AjCgroup *cg)
                 }
 }
 
+void aj_cg_close_v1(AjCgroup *cg, size_t c)
+{
+        int fd = cg->v1_fd[c];
+        if (fd < 0)
+                return;
+        close(fd);
+        for (size_t o = 0; o < _AJ_CG_V1_MAX; o++)
+                if (cg->v1_fd[o] == fd)
+                        cg->v1_fd[o] = -1;
+}
+
 void aj_cgroup_free(AjCgroup *cg)
 {
         if (!cg)
                 return;
         if (cg->v2_fd >= 0)
                 close(cg->v2_fd);
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                aj_cg_close_v1(cg, c);
         unlock_v1(cg);
         if (cg->event_fd >= 0)
                 close(cg->event_fd);
@@ -163,17 +176,21 @@ static int remove_all(AjCgroup *cg, int timeout_ms)
                 close(cg->event_fd);
                 cg->event_fd = -1;
         }
-        if (cg->v2_fd >= 0) {
-                close(cg->v2_fd);
-                cg->v2_fd = -1;
-        }
         unlock_v1(cg);
         int q = aj_cgroup_v1_ops.remove(cg, deadline);
         if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
+        /* The directories' fds stay open for the removal's reads, and go once it is done:
+         * an rmdir does not wait for them. (The v2 one's lock goes with it.) */
         q = aj_cgroup_v2_ops.remove(cg, deadline);
         if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
+        if (cg->v2_fd >= 0) {
+                close(cg->v2_fd);
+                cg->v2_fd = -1;
+        }
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                aj_cg_close_v1(cg, c);
         /* The kill's wait timed out, but every directory went: it did empty, only later. */
         if (r == -ETIMEDOUT && !aj_cgroup_left(cg))
                 r = 0;
@@ -585,7 +602,7 @@ int aj_cgroup_populated(const AjCgroup *cg)
                 return 0;
         uint64_t populated = 0;
         if (cg->have_v2) {
-                int r = aj_cg_read_keyed(cg->plan.v2_run, "cgroup.events", "populated", &populated);
+                int r = aj_cg_read_keyed(aj_cg_v2(cg), "cgroup.events", "populated", &populated);
                 if (r < 0)
                         return r;
                 if (populated)
@@ -596,7 +613,7 @@ int aj_cgroup_populated(const AjCgroup *cg)
                         continue;
                 _cleanup_free_ pid_t *pids = NULL;
                 size_t n = 0;
-                int r = aj_cg_read_pids(cg->plan.v1_run[c], &pids, &n);
+                int r = aj_cg_read_pids(aj_cg_v1(cg, c), &pids, &n);
                 if (r < 0)
                         return r;
                 if (n)

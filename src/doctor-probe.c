@@ -246,7 +246,7 @@ static void probe_v2(AjDoctorFacts *f)
         }
         _cleanup_free_ pid_t *pids = NULL;
         size_t n = 0;
-        if (aj_cg_read_pids(dir, &pids, &n) >= 0)
+        if (aj_cg_read_pids(aj_cg_path(dir), &pids, &n) >= 0)
                 for (size_t i = 0; i < n; i++)
                         f->v2_shared = f->v2_shared || pids[i] != getpid();
 }

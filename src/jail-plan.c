@@ -828,22 +828,21 @@ int aj_run_setup_idmap(Run *run)
         const char *ws = aj_mount_plan_workspace_source(run->mount);
         uid_t owner_uid = 0;
         gid_t owner_gid = 0;
-        if (ws) {
-                struct stat st;
-                if (stat(ws, &st) < 0)
-                        return aj_log_errno(-errno, "Cannot stat the workspace '%s'", ws);
-                owner_uid = st.st_uid;
-                owner_gid = st.st_gid;
-                /* The overlay's root directory is the upper dir's: it must be the agent's, with
-                 * the workspace's mode, as the idmapped workspace root would be. */
-                if (run->overlay_dir) {
-                        char upper[4096];
-                        snprintf(upper, sizeof(upper), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
-                        if (!run->overlay_lower && !(run->overlay_lower = strdup(ws)))
-                                return -ENOMEM;
-                        if (chown(upper, run->host_uid, run->host_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)
-                                return aj_log_errno(-errno, "Cannot prepare the overlay upper dir '%s'", upper);
-                }
+        /* The checked directory's owner, not what its path leads to now: a directory swapped
+         * in there (by anyone who can write a parent) would choose whose files the agent
+         * writes as, in the workspace that is mounted. */
+        mode_t ws_mode = 0;
+        if (ws && !aj_mount_plan_workspace_owner(run->mount, &owner_uid, &owner_gid, &ws_mode))
+                return aj_log_errno(-ENODATA, "The workspace '%s' has no identity in the mount plan", ws);
+        /* The overlay's root directory is the upper dir's: it must be the agent's, with the
+         * workspace's mode, as the idmapped workspace root would be. */
+        if (ws && run->overlay_dir) {
+                char upper[4096];
+                snprintf(upper, sizeof(upper), "%s/%s", run->overlay_dir, AJ_OVERLAY_UPPER);
+                if (!run->overlay_lower && !(run->overlay_lower = strdup(ws)))
+                        return -ENOMEM;
+                if (chown(upper, run->host_uid, run->host_gid) < 0 || chmod(upper, ws_mode & 07777) < 0)
+                        return aj_log_errno(-errno, "Cannot prepare the overlay upper dir '%s'", upper);
         }
         _cleanup_close_ int userns = -1;
         int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);

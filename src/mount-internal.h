@@ -99,9 +99,14 @@ typedef struct {
         bool idmap;    /* prepared on the host side as an idmapped tree */
         bool degraded; /* idmap refused by the filesystem, plain bind instead */
         int tree_fd;   /* detached tree from aj_mount_plan_prepare(), or -1 */
+        int source_fd; /* O_PATH of the source the plan checked (the supervisor's), or -1: the
+                        * supervisor's tree is cloned from it, never from the path again */
         bool has_id;   /* dev/ino: the source the plan checked; the mounted tree must be it */
         dev_t dev;
         ino_t ino;
+        uid_t uid; /* ... and its owner and mode then (the workspace's idmap maps that owner) */
+        gid_t gid;
+        mode_t mode;
         char *overlay; /* workspace mode overlay: host dir with upper/ and work/ */
         size_t seq;    /* insertion order, tie-break for the depth sort */
 } AjMountStep;
@@ -150,7 +155,7 @@ struct AjMountPlan {
 typedef struct PendingCheck {
         char *field;
         char *real;
-        int fd;      /* O_PATH of what was opened: its identity chain is taken at the check */
+        int fd;      /* the step's source_fd (the step owns it): its identity chain is taken at the check */
         bool is_dir; /* ... and the mounts below it judged too */
         AjAccess access;
 } PendingCheck;

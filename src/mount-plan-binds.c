@@ -99,11 +99,12 @@ static int resolve_host_path(const char *field, const char *raw, const AjMountCo
 }
 
 /* Opens what a bind of `path` would mount (following symlinks, as the mount does) and
- * returns its path as the kernel resolved it and its identity: the checks below judge
- * that path, and the mount later must have that dev/ino (a swapped symlink or directory
- * in between makes the run fail instead of mounting something unchecked). A plan that
- * defers the places keeps the fd (*ret_fd) for the check; else the identity chain of
- * it and its ancestors is taken now (*ret_chain). */
+ * returns its path as the kernel resolved it, its identity and the fd (*ret_fd), which the
+ * step keeps: the checks below judge that file, and the supervisor's tree is cloned from
+ * the fd, so a path component swapped in after the check (a symlink or directory leading
+ * to the same file through another mount, with other mounts below it) is never followed.
+ * A plan that defers the places takes the identity chain at the check, from the fd; else
+ * the chain of it and its ancestors is taken now (*ret_chain). */
 static int open_source(AjMountPlan *plan, const char *path, char **ret_real, struct stat *ret_st, AjIdChain *ret_chain,
                        int *ret_fd)
 {
@@ -134,7 +135,7 @@ static int open_source(AjMountPlan *plan, const char *path, char **ret_real, str
                 aj_id_chain_done(ret_chain);
                 return -ENOMEM;
         }
-        *ret_fd = plan->defer_places ? TAKE_FD(fd) : -1;
+        *ret_fd = TAKE_FD(fd);
         return 0;
 }
 
@@ -205,8 +206,9 @@ static int judge_source(AjMountPlan *plan, const AjSensitiveList *l, const char 
         return 0;
 }
 
-/* Kept for aj_mount_plan_check_places() (deferred plans): the source's fd is taken. */
-static int defer_check(AjMountPlan *plan, const char *field, const char *real, int *fd, bool is_dir, AjAccess access,
+/* Kept for aj_mount_plan_check_places() (deferred plans): `fd` is the source's, which its
+ * step will own. */
+static int defer_check(AjMountPlan *plan, const char *field, const char *real, int fd, bool is_dir, AjAccess access,
                        AjError *ret_error)
 {
         if (plan->n_pending >= MAX_STEPS)
@@ -217,14 +219,13 @@ static int defer_check(AjMountPlan *plan, const char *field, const char *real, i
         plan->pending = n;
         PendingCheck *c = &n[plan->n_pending];
         *c = (PendingCheck){
-                .field = strdup(field), .real = strdup(real), .fd = -1, .is_dir = is_dir, .access = access
+                .field = strdup(field), .real = strdup(real), .fd = fd, .is_dir = is_dir, .access = access
         };
         if (!c->field || !c->real) {
                 free(c->field);
                 free(c->real);
                 return -ENOMEM;
         }
-        c->fd = TAKE_FD(*fd);
         plan->n_pending++;
         return 0;
 }
@@ -234,8 +235,6 @@ void mnt_pending_done(AjMountPlan *plan)
         for (size_t i = 0; i < plan->n_pending; i++) {
                 free(plan->pending[i].field);
                 free(plan->pending[i].real);
-                if (plan->pending[i].fd >= 0)
-                        close(plan->pending[i].fd);
         }
         free(plan->pending);
         plan->pending = NULL;
@@ -285,9 +284,9 @@ static int check_submounts(AjMountPlan *plan, const AjSensitiveList *places, con
 
 /* A source is judged by where it leads, a directory by the mounts below it too: now, against
  * the context's list (or the fixed places), or, when the plan defers the places, at
- * aj_mount_plan_check_places() (which takes *fd). */
+ * aj_mount_plan_check_places() (from `fd`, which the source's step keeps until then). */
 static int check_source(AjMountPlan *plan, const AjMountContext *ctx, const char *field, const char *real,
-                        const AjIdChain *chain, int *fd, bool is_dir, AjAccess access, AjError *ret_error)
+                        const AjIdChain *chain, int fd, bool is_dir, AjAccess access, AjError *ret_error)
 {
         if (plan->defer_places)
                 return defer_check(plan, field, real, fd, is_dir, access, ret_error);
@@ -307,8 +306,26 @@ void mnt_plan_gather_ready(AjMountPlan *plan)
         plan->own_gather_ready = true;
 }
 
+/* The source `fd` pins is still where the plan found it. A tree is cloned from the pin, with
+ * the mounts below the file wherever it is, and the mount table is read after: below the
+ * planned path, it would show another directory's mounts (none) for one moved away. */
+static int check_not_moved(const PendingCheck *c, AjError *ret_error)
+{
+        char now[PATH_MAX];
+        ssize_t n = mnt_fd_kernel_path(c->fd, now);
+        if (n < 0)
+                return aj_error_set(ret_error, (int)n, "%s: cannot check '%s': %s", c->field, c->real,
+                                    strerror((int)-n));
+        if (!streq(now, c->real))
+                return aj_error_set(ret_error, -ESTALE,
+                                    "%s: '%s' moved after it was planned (now '%s'); refusing to mount it", c->field,
+                                    c->real, now);
+        return 0;
+}
+
 /* The deferred checks, after the clone: each source's identity chain from the fd opened at
- * the plan (the file that will be mounted, wherever it is now), then the mounts below it. */
+ * the plan (the file that will be mounted, wherever it is now), then the mounts below it.
+ * The pins go after: the trees are cloned (the jail's own clones, rootless, are its). */
 int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places, AjError *ret_error)
 {
         if (!plan || !places)
@@ -318,28 +335,42 @@ int aj_mount_plan_check_places(AjMountPlan *plan, const AjSensitiveList *places,
         for (size_t i = 0; i < plan->n_pending; i++) {
                 const PendingCheck *c = &plan->pending[i];
                 _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
-                int r = c->fd >= 0 ? mnt_id_chain_from_fd(c->fd, plan->gather, c->real, &chain) : 0;
+                /* A file carries no mounts (and one replaced by a rename, as /etc/resolv.conf
+                 * is, is no reason to refuse the run). */
+                int r = c->is_dir ? check_not_moved(c, ret_error) : 0;
+                if (r < 0)
+                        return r;
+                r = mnt_id_chain_from_fd(c->fd, plan->gather, c->real, &chain);
                 if (r < 0)
                         return aj_error_set(ret_error, r, "%s: cannot check '%s': %s", c->field, c->real, strerror(-r));
-                r = judge_source(plan, places, c->field, c->real, chain.n ? &chain : NULL, c->access, ret_error);
+                r = judge_source(plan, places, c->field, c->real, &chain, c->access, ret_error);
                 if (r >= 0 && c->is_dir)
                         r = check_submounts(plan, places, c->field, c->real, c->access, ret_error);
                 if (r < 0)
                         return r;
         }
         mnt_pending_done(plan);
+        for (size_t i = 0; i < plan->n; i++)
+                if (plan->steps[i].source_fd >= 0) {
+                        close(plan->steps[i].source_fd);
+                        plan->steps[i].source_fd = -1;
+                }
         plan->defer_places = false;
         return 0;
 }
 
-/* The step just added mounts the file `st` describes, and no other. */
-static void step_keep_id(AjMountPlan *plan, const struct stat *st)
+/* The step just added mounts the file `st` describes, and no other: the one `*fd` holds. */
+static void step_pin(AjMountPlan *plan, const struct stat *st, int *fd)
 {
         AjMountStep *s = &plan->steps[plan->n - 1];
 
         s->has_id = true;
         s->dev = st->st_dev;
         s->ino = st->st_ino;
+        s->uid = st->st_uid;
+        s->gid = st->st_gid;
+        s->mode = st->st_mode;
+        s->source_fd = TAKE_FD(*fd);
 }
 
 /* A bind's source (host) and target (jail) as written: 1, or 0 when an optional source is
@@ -437,7 +468,7 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                                     strerror(-r));
         if (r < 0)
                 return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
-        r = check_source(plan, ctx, field, real, &chain, &fd, S_ISDIR(st.st_mode), access, ret_error);
+        r = check_source(plan, ctx, field, real, &chain, fd, S_ISDIR(st.st_mode), access, ret_error);
         if (r < 0)
                 return r;
 
@@ -446,7 +477,7 @@ int mnt_plan_bind(AjMountPlan *plan, const char *field, const AjBind *b, const A
                                   : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                          S_ISDIR(st.st_mode));
         if (r >= 0)
-                step_keep_id(plan, &st);
+                step_pin(plan, &st, &fd);
         return r;
 }
 
@@ -473,7 +504,7 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
                 return aj_error_set(ret_error, r, "%s: cannot access '%s': %s", field, src, strerror(-r));
         /* Every mode: the workspace is idmapped, so even read-only the agent reads as its
          * owner (a root-owned /etc's shadow file), and an overlay's lower layer is read so. */
-        r = check_source(plan, ctx, field, real, &chain, &fd, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
+        r = check_source(plan, ctx, field, real, &chain, fd, S_ISDIR(st.st_mode), AJ_ACCESS_OWNER, ret_error);
         if (r < 0)
                 return r;
         if (!S_ISDIR(st.st_mode))
@@ -506,7 +537,7 @@ int mnt_plan_workspace(AjMountPlan *plan, const AjProfile *p, const AjMountConte
         }
         r = mnt_add_step(plan, STEP_BIND, ORIGIN_WORKSPACE, TAKE_PTR(real), TAKE_PTR(tgt), NULL, NULL, attr, true);
         if (r >= 0) {
-                step_keep_id(plan, &st);
+                step_pin(plan, &st, &fd);
                 plan->steps[plan->n - 1].overlay = TAKE_PTR(overlay);
         }
         return r;

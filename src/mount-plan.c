@@ -30,7 +30,10 @@ void mnt_step_clear(AjMountStep *s)
         free(s->overlay);
         if (s->tree_fd >= 0)
                 close(s->tree_fd);
+        if (s->source_fd >= 0)
+                close(s->source_fd);
         s->tree_fd = -1;
+        s->source_fd = -1;
 }
 
 static int plan_add(AjMountPlan *plan, AjMountStep *s)
@@ -69,6 +72,7 @@ int mnt_add_step(AjMountPlan *plan, StepKind kind, StepOrigin origin, char *sour
                 .attr = attr,
                 .is_dir = is_dir,
                 .tree_fd = -1,
+                .source_fd = -1,
         };
 
         if ((source == NULL && (kind == STEP_BIND || kind == STEP_SYMLINK || kind == STEP_WRITE_FILE)) ||
@@ -606,7 +610,8 @@ const AjMountPlan *aj_mount_plan_share(const AjMountPlan *plan, AjShared *s)
         for (size_t i = 0; i < plan->n; i++) {
                 const AjMountStep *from = &plan->steps[i];
                 AjMountStep *to = &steps[i];
-                *to = *from; /* fstype is a string literal: the same address in the child */
+                *to = *from;        /* fstype is a string literal: the same address in the child */
+                to->source_fd = -1; /* the supervisor's: the child, cloned before the plan, has none */
                 to->source = aj_shared_strdup(s, from->source);
                 to->target = aj_shared_strdup(s, from->target);
                 to->options = aj_shared_strdup(s, from->options);

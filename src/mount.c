@@ -243,6 +243,14 @@ static int check_identity(const AjMountStep *s, int tree_fd)
         return st.st_dev == s->dev && st.st_ino == s->ino ? 0 : -ESTALE;
 }
 
+/* The supervisor's tree of a bind: a checked source's from the fd the plan opened and judged
+ * it by (the same file on the same mount, whatever was renamed or swapped in its path since),
+ * else (the runtime dir, agentjail's own) by its path. */
+static int clone_source(const AjMountStep *s, uint64_t attr_set)
+{
+        return s->has_id ? clone_tree(s->source_fd, "", attr_set) : clone_tree(AT_FDCWD, s->source, attr_set);
+}
+
 static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_fd, AjError *ret_error)
 {
         _cleanup_close_ int fd = -1;
@@ -254,13 +262,10 @@ static int prepare_idmapped(AjMountPlan *plan, AjMountStep *s, int idmap_userns_
 
         if (idmap_userns_fd < 0)
                 return aj_error_set(ret_error, -EBADF, "no user namespace for the idmapped mount of '%s'", s->source);
-        fd = clone_tree(AT_FDCWD, s->source, 0);
+        fd = clone_source(s, 0);
         if (fd < 0)
                 return aj_error_set(ret_error, fd, "Failed to clone the mount tree of '%s': %s", s->source,
                                     strerror(-fd));
-        if (check_identity(s, fd) < 0)
-                return aj_error_set(ret_error, -ESTALE, "'%s' changed after it was checked; refusing to mount it",
-                                    s->source);
         if (sys_mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr) < 0) {
                 r = negative_errno();
                 if (plan->allow_degraded_idmap && (r == -EINVAL || r == -EOPNOTSUPP || r == -ENOSYS)) {
@@ -308,14 +313,11 @@ int aj_mount_plan_prepare(AjMountPlan *plan, int idmap_userns_fd, AjError *ret_e
                 }
                 /* Opened here, by the supervisor, so the jail's uid needs no search permission on
                  * the source's parents (a checkout under a 0700 /root); the child only moves it. */
-                _cleanup_close_ int fd = clone_tree(AT_FDCWD, s->source, s->attr);
+                int fd = clone_source(s, s->attr);
                 if (fd < 0)
                         return aj_error_set(ret_error, fd, "Failed to clone the mount tree of '%s': %s", s->source,
                                             strerror(-fd));
-                if (check_identity(s, fd) < 0)
-                        return aj_error_set(ret_error, -ESTALE,
-                                            "'%s' changed after it was checked; refusing to mount it", s->source);
-                s->tree_fd = TAKE_FD(fd);
+                s->tree_fd = fd;
         }
         return 0;
 }
@@ -358,11 +360,12 @@ int aj_mount_plan_each_writable(AjMountPlan *plan, int (*fn)(void *userdata, int
                 if (s->kind != STEP_BIND || (s->attr & MOUNT_ATTR_RDONLY) ||
                     (s->origin != ORIGIN_RW && s->origin != ORIGIN_WORKSPACE))
                         continue;
-                _cleanup_close_ int fd = s->tree_fd >= 0 ? fcntl(s->tree_fd, F_DUPFD_CLOEXEC, 3)
-                                                         : open(s->source, O_PATH | O_CLOEXEC);
+                int pin = s->tree_fd >= 0 ? s->tree_fd : s->source_fd;
+                _cleanup_close_ int fd = pin >= 0 ? fcntl(pin, F_DUPFD_CLOEXEC, 3)
+                                                  : open(s->source, O_PATH | O_CLOEXEC);
                 if (fd < 0)
                         return negative_errno();
-                if (s->tree_fd < 0 && check_identity(s, fd) < 0)
+                if (pin < 0 && check_identity(s, fd) < 0)
                         return -ESTALE;
                 _cleanup_free_ char *what = NULL;
                 if (asprintf(&what,
@@ -728,19 +731,30 @@ static int mount_at(NewRoot *nr, int tree, const char *target, bool is_dir)
         return r;
 }
 
+/* The child's own tree of a bind (rootless, or a device): by the planned path, in this mount
+ * namespace, since the supervisor's pin is a mount of another namespace, which open_tree()
+ * does not clone. A checked source's path is the kernel's name of it, without symlinks: one
+ * met now was swapped in after the check (it could lead to the same file through another
+ * mount, with other mounts below it), and the file reached must be the one checked. */
+static int clone_planned(const AjMountStep *s)
+{
+        if (!s->has_id)
+                return clone_tree(AT_FDCWD, s->source, s->attr);
+        _cleanup_close_ int fd = sys_openat2(AT_FDCWD, s->source, O_PATH | O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS);
+        if (fd < 0)
+                return errno == ELOOP ? -ESTALE : negative_errno();
+        int r = check_identity(s, fd);
+        return r < 0 ? r : clone_tree(fd, "", s->attr);
+}
+
 static int apply_bind(const AjMountStep *s, int tree_fd, NewRoot *nr)
 {
         _cleanup_close_ int mfd = -1;
 
         if (tree_fd < 0) {
-                int r;
-
-                mfd = clone_tree(AT_FDCWD, s->source, s->attr);
+                mfd = clone_planned(s);
                 if (mfd < 0)
                         return mfd;
-                r = check_identity(s, mfd);
-                if (r < 0)
-                        return r;
         }
         /* A tree prepared by the supervisor only needs moving into place. */
         return mount_at(nr, tree_fd >= 0 ? tree_fd : mfd, s->target, s->is_dir);
@@ -951,16 +965,34 @@ const char *aj_mount_plan_workspace_source(const AjMountPlan *plan)
         return NULL;
 }
 
-bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino)
+static const AjMountStep *checked_workspace(const AjMountPlan *plan)
 {
         for (size_t i = 0; plan && i < plan->n; i++)
                 if (plan->steps[i].origin == ORIGIN_WORKSPACE && plan->steps[i].kind == STEP_BIND &&
-                    plan->steps[i].has_id) {
-                        *ret_dev = plan->steps[i].dev;
-                        *ret_ino = plan->steps[i].ino;
-                        return true;
-                }
-        return false;
+                    plan->steps[i].has_id)
+                        return &plan->steps[i];
+        return NULL;
+}
+
+bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino)
+{
+        const AjMountStep *s = checked_workspace(plan);
+        if (!s)
+                return false;
+        *ret_dev = s->dev;
+        *ret_ino = s->ino;
+        return true;
+}
+
+bool aj_mount_plan_workspace_owner(const AjMountPlan *plan, uid_t *ret_uid, gid_t *ret_gid, mode_t *ret_mode)
+{
+        const AjMountStep *s = checked_workspace(plan);
+        if (!s)
+                return false;
+        *ret_uid = s->uid;
+        *ret_gid = s->gid;
+        *ret_mode = s->mode;
+        return true;
 }
 
 void aj_mount_plan_close_fds(AjMountPlan *plan)

@@ -50,8 +50,8 @@ int aj_mount_plan_build(const AjProfile *p, const AjMountContext *ctx, AjMountPl
 /* Host side, before clone (root-started runs): detached trees (open_tree) for every
  * bind, so the jail's uid needs no search permission on the sources' parents; the rw
  * binds and the workspace idmapped (mount_setattr(MOUNT_ATTR_IDMAP)) with
- * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each tree's root must
- * be the very file the plan checked (dev/ino), or the run is refused. */
+ * `idmap_userns_fd` mapping the host owner to the jail's host uid. Each checked source's
+ * tree is cloned from the fd the plan opened and judged it by, never from its path again. */
 /* The checks a plan built with defer_places kept, against `places`, in the order the sources
  * were planned: the first refusal is the error (as aj_mount_plan_build would have said it);
  * what allow_sensitive let through joins aj_mount_plan_sensitive_allowed(). Run it before
@@ -88,6 +88,9 @@ const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *b
 const char *aj_mount_plan_workspace_source(const AjMountPlan *plan);
 /* The identity (dev, ino) the workspace's source was checked with: false if none. */
 bool aj_mount_plan_workspace_id(const AjMountPlan *plan, dev_t *ret_dev, ino_t *ret_ino);
+/* The owner and mode the workspace's source had when it was checked (what its idmap maps
+ * and an overlay's upper root takes; never what its path leads to later): false if none. */
+bool aj_mount_plan_workspace_owner(const AjMountPlan *plan, uid_t *ret_uid, gid_t *ret_gid, mode_t *ret_mode);
 
 /* Working directory inside the jail (the workspace target, or home). */
 const char *aj_mount_plan_workdir(const AjMountPlan *plan);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -313,6 +315,8 @@ static AjCgroup *fake_v2_run(void)
         cg->mode = AJ_CGROUP_MODE_UNIFIED;
         cg->have_v2 = true;
         cg->v2_fd = cg->event_fd = -1;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                cg->v1_fd[c] = cg->v1_lock_fd[c] = -1;
         cg->plan.v2_run = strdup(fake_dir);
         fake_write("memory.max", "67108864\n");
         fake_write("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
@@ -362,6 +366,8 @@ Test(cgroup_v2_stats, enabled_controllers_are_written_again)
         cr_assert_not_null(cg);
         cg->mode = AJ_CGROUP_MODE_UNIFIED;
         cg->v2_fd = cg->event_fd = -1;
+        for (size_t c = 0; c < _AJ_CG_V1_MAX; c++)
+                cg->v1_fd[c] = cg->v1_lock_fd[c] = -1;
         cg->run_id = strdup("0123456789ab");
         cg->plan.v2_parent = strdup(parent);
         cg->plan.v2_run = strdup(run);
@@ -372,7 +378,7 @@ Test(cgroup_v2_stats, enabled_controllers_are_written_again)
         cr_assert_not_null(rs.text);
         cr_assert_not_null(strstr(rs.text, "memory.max"), "%s", rs.text);
         _cleanup_free_ char *sub = NULL;
-        cr_assert_eq(aj_cg_read(parent, "cgroup.subtree_control", &sub), 0);
+        cr_assert_eq(aj_cg_read(aj_cg_path(parent), "cgroup.subtree_control", &sub), 0);
         cr_assert_eq(strncmp(sub, "+memory +pids", 13), 0,
                      "memory and pids read as enabled, and were not written: '%s'", sub);
         free(rs.text);
@@ -600,7 +606,7 @@ Test(cgroup_live, limits_written)
 /* A process of one thread moves itself into every v1 hierarchy through the `tasks` files
  * (what the jail's init does with aj_cgroup_v1_task_fds()): each v1 directory's cgroup.procs
  * then lists it and only it, not the opener. */
-static bool is_v1_dir(const char *dir) { return !aj_cg_exists(dir, "cgroup.controllers"); }
+static bool is_v1_dir(const char *dir) { return !aj_cg_exists(aj_cg_path(dir), "cgroup.controllers"); }
 
 Test(cgroup_live, v1_tasks_fds_move_the_writer)
 {
@@ -834,9 +840,33 @@ static void fork_and_sleep(void *arg)
         pause();
 }
 
+/* How many of this process's fds are open on one of `paths`. */
+static size_t fds_on(char *const *paths)
+{
+        DIR *d = opendir("/proc/self/fd");
+        cr_assert_not_null(d);
+        size_t n = 0;
+        for (struct dirent *e; (e = readdir(d));) {
+                char link[300], target[PATH_MAX];
+                snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+                ssize_t l = readlink(link, target, sizeof(target) - 1);
+                if (l <= 0)
+                        continue;
+                target[l] = 0;
+                for (char *const *p = paths; *p; p++)
+                        n += streq(target, *p);
+        }
+        closedir(d);
+        return n;
+}
+
+/* Each of the run's directories is held by an fd its files are opened relative to, from its
+ * creation to its removal, and none is left after. */
 Test(cgroup_live, kill_and_destroy_remove_everything)
 {
         live_create("kill", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
+        cr_expect_geq(fds_on(aj_cgroup_paths(live_cg)), aj_strv_length((char **)aj_cgroup_paths(live_cg)),
+                      "a directory of the run without its fd");
         pid_t pids[3];
         for (int i = 0; i < 3; i++) {
                 int go;
@@ -872,6 +902,7 @@ Test(cgroup_live, kill_and_destroy_remove_everything)
         struct stat s;
         for (char **p = paths; *p; p++)
                 cr_assert(stat(*p, &s) < 0 && errno == ENOENT, "%s still exists", *p);
+        cr_expect_eq(fds_on(paths), 0, "an fd of a removed directory is left open");
         aj_strv_free(paths);
 }
 

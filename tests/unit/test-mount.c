@@ -2167,10 +2167,26 @@ Test(mount, live_idmap_refused_by_filesystem, .init = live_setup, .fini = ramfs_
         setup_free(&s);
 }
 
-Test(mount, live_swapped_source_is_refused, LIVE)
+/* The prepared tree's root is the file `path` names now. */
+static bool tree_is(const AjMountPlan *plan, const char *desc, const char *path)
+{
+        ssize_t i = find_step(plan, desc);
+        struct stat a, b;
+
+        cr_assert_geq(i, 0, "no step '%s'", desc);
+        cr_assert_geq(aj_mount_plan_tree_fd(plan, (size_t)i), 0);
+        cr_assert_eq(fstat(aj_mount_plan_tree_fd(plan, (size_t)i), &a), 0);
+        cr_assert_eq(stat(path, &b), 0, "%s: %s", path, strerror(errno));
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Between the check and the clone, the checked directory is replaced: the supervisor's tree
+ * is cloned from the file the plan opened and checked, never from the path again, so the
+ * replacement is not what is mounted. */
+Test(mount, live_swap_after_the_check_mounts_the_checked_file, LIVE)
 {
         Setup s;
-        char *err = NULL;
+        char *err = NULL, desc[PATH_MAX * 2];
 
         if (!require_root())
                 return;
@@ -2181,18 +2197,18 @@ Test(mount, live_swapped_source_is_refused, LIVE)
                 _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
                 _cleanup_close_ int userns = make_idmap_userns();
 
-                /* Between the check and the mount, the checked directory is replaced. */
                 cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
                 cr_assert_eq(symlink("..", P("/a/b")), 0);
                 cr_assert_geq(userns, 0);
-                cr_expect_eq(prepare(plan, userns, &err), -ESTALE);
-                cr_expect(err && strstr(err, "changed after it was checked"), "%s", err ? err : "(null)");
+                cr_expect_eq(prepare(plan, userns, &err), 0, "%s", err ? err : "");
+                snprintf(desc, sizeof(desc), "bind '%s' on '%s' (read-write, idmapped)", P("/a/b"), P("/a/b"));
+                cr_expect(tree_is(plan, desc, P("/a/b.checked")), "the idmapped tree is not the checked directory");
                 free(err);
                 err = NULL;
         }
         setup_free(&s);
 
-        /* A read-only bind opened by the supervisor is checked the same way. */
+        /* A read-only bind opened by the supervisor the same way. */
         cr_assert_eq(unlink(P("/a/b")), 0);
         cr_assert_eq(rename(P("/a/b.checked"), P("/a/b")), 0);
         setup_init(&s);
@@ -2202,9 +2218,126 @@ Test(mount, live_swapped_source_is_refused, LIVE)
 
                 cr_assert_eq(rename(P("/a/b"), P("/a/b.checked")), 0);
                 cr_assert_eq(mkdir(P("/a/b"), 0755), 0);
-                cr_expect_eq(prepare(plan, -1, &err), -ESTALE);
+                cr_expect_eq(prepare(plan, -1, &err), 0, "%s", err ? err : "");
+                snprintf(desc, sizeof(desc), "bind '%s' on '%s' (read-only)", P("/a/b"), P("/a/b"));
+                cr_expect(tree_is(plan, desc, P("/a/b.checked")), "the tree is not the checked directory");
                 free(err);
         }
+        setup_free(&s);
+}
+
+/* A deferred plan reads the mount table for the mounts below a source after the tree is
+ * cloned (with the mounts below the file, wherever it is): a directory moved away since the
+ * plan is refused, since below its planned path the table shows none of its mounts. */
+Test(mount, live_source_moved_before_the_deferred_check_is_refused, LIVE)
+{
+        Setup s;
+        char *err = NULL;
+        AjSensitiveList none = { 0 };
+        AjError e = {};
+
+        if (!require_root())
+                return;
+        setup_init(&s);
+        s.ctx.defer_places = true;
+        add_bind(&s.p.ro, P("/a/b"));
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+        cr_assert_eq(rename(P("/a/b"), P("/a/moved")), 0);
+        cr_expect_eq(prepare(plan, -1, &err), 0, "%s", err ? err : "");
+        cr_expect_eq(aj_mount_plan_check_places(plan, &none, &e), -ESTALE);
+        cr_expect(e.message && strstr(e.message, "moved after it was planned (now '") &&
+                          strstr(e.message, P("/a/moved")),
+                  "%s", e.message ?: "(null)");
+        cr_expect_not(aj_mount_plan_places_judged(plan));
+        aj_error_clear(&e);
+        free(err);
+        setup_free(&s);
+}
+
+/* The workspace's idmap maps its owner: the checked directory's, kept by the plan, never
+ * what its path leads to when the idmap is made (a directory of root's swapped in there
+ * would have the agent write the mounted workspace as root). */
+Test(mount, live_workspace_owner_is_the_checked_directorys, LIVE)
+{
+        Setup s;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        mode_t mode = 0;
+
+        if (!require_root())
+                return;
+        cr_assert_eq(chown(P("/ws"), 1234, 4321), 0);
+        cr_assert_eq(chmod(P("/ws"), 0750), 0);
+        setup_init(&s);
+        s.p.workspace_path = strdup(P("/ws"));
+        s.p.workspace_mode = AJ_WORKSPACE_RW;
+        s.ctx.idmap = true;
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+        cr_assert_eq(rename(P("/ws"), P("/ws.checked")), 0);
+        cr_assert_eq(mkdir(P("/ws"), 0755), 0);
+        cr_assert(aj_mount_plan_workspace_owner(plan, &uid, &gid, &mode));
+        cr_expect_eq(uid, 1234);
+        cr_expect_eq(gid, 4321);
+        cr_expect_eq(mode & 07777, 0750);
+        setup_free(&s);
+}
+
+static void bind_view_teardown(void)
+{
+        if (tmp[0])
+                umount2(P("/m"), MNT_DETACH);
+        fixture_teardown();
+}
+
+/* The checked directory also reachable through another mount (a bind of its parent at /m)
+ * that holds a mount below it the check never saw, since it is not below the planned path.
+ * After the check a path component is swapped for a symlink into that view: the same file
+ * (dev/ino) at the end of the path, on the other mount, with the planted mount below it. */
+Test(mount, live_component_swapped_into_another_mount_brings_none_of_its_mounts, .init = live_setup,
+     .fini = bind_view_teardown)
+{
+        Setup s;
+        char *err = NULL, desc[PATH_MAX * 2], out[4096], want[PATH_MAX * 3];
+
+        if (!require_root())
+                return;
+        cr_assert_eq(mkdir(P("/a/b/secret"), 0755), 0);
+        cr_assert_eq(mkdir(P("/m"), 0755), 0);
+        cr_assert_eq(unshare(CLONE_NEWNS), 0);
+        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+        cr_assert_eq(mount(P("/a"), P("/m"), NULL, MS_BIND, NULL), 0, "bind: %s", strerror(errno));
+        cr_assert_eq(mount("tmpfs", P("/m/b/secret"), "tmpfs", 0, "size=64k"), 0, "tmpfs: %s", strerror(errno));
+        touch(P("/m/b/secret/planted"));
+        cr_assert_neq(access(P("/a/b/secret/planted"), F_OK), 0, "the planted mount is only in the other view");
+
+        setup_init(&s);
+        add_bind(&s.p.ro, "/usr");
+        add_bind(&s.p.ro, P("/a/b"));
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = build_ok(&s);
+        _cleanup_(aj_mount_plan_freep) AjMountPlan *child_plan = build_ok(&s);
+        cr_assert_eq(rename(P("/a"), P("/a.real")), 0);
+        cr_assert_eq(symlink(P("/m"), P("/a")), 0);
+        cr_assert_eq(access(P("/a/b/secret/planted"), F_OK), 0, "the swap leads to the planted mount");
+
+        /* The supervisor's tree: the checked directory on its own mount, nothing planted. */
+        cr_expect_eq(prepare(plan, -1, &err), 0, "%s", err ? err : "");
+        snprintf(desc, sizeof(desc), "bind '%s' on '%s' (read-only)", P("/a/b"), P("/a/b"));
+        ssize_t i = find_step(plan, desc);
+        cr_assert_geq(i, 0);
+        int tree = aj_mount_plan_tree_fd(plan, (size_t)i);
+        cr_assert_geq(tree, 0);
+        cr_expect_neq(faccessat(tree, "secret/planted", F_OK, 0), 0, "the tree carries the unchecked mount");
+        cr_expect_eq(faccessat(tree, "secret", F_OK, 0), 0);
+        free(err);
+
+        /* The child's own clone (rootless): the symlink in the planned path is refused. */
+        int status = run_jail(child_plan, NULL, NULL, out, sizeof(out));
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %#x: %s", status, out);
+        snprintf(want, sizeof(want), "(%s): %s", desc, strerror(ESTALE));
+        cr_expect_not_null(strstr(out, want), "got: %s\nwant: %s", out, want);
+
+        cr_assert_eq(unlink(P("/a")), 0);
+        cr_assert_eq(rename(P("/a.real"), P("/a")), 0);
         setup_free(&s);
 }
 
