@@ -99,7 +99,7 @@ typedef struct Conn {
         AjLoopIo *cio, *uio; /* edge-triggered */
         bool room_watched;   /* the client's EPOLLOUT too (proxy_watch_client_room) */
         char *in;
-        size_t in_len;
+        size_t in_len, in_cap;
         AjOutBuf out; /* an error reply */
         size_t lingered;
         char host[AJ_NET_HOST_MAX + 1];
@@ -129,7 +129,7 @@ typedef struct Conn {
         AjHttpBody resp_body;
         AjHttpChunked resp_chunk;
         char *resp;
-        size_t resp_len;
+        size_t resp_len, resp_cap;
         Dir up, down;
         uint64_t start_ns;
         AjLoopTimer deadline; /* header, connect, linger: what the state waits for */
@@ -219,3 +219,6 @@ void proxy_flush_out(Conn *c);
 void proxy_linger(Conn *c);
 /* Frees a direction's buffer; its growth goes back to the run's room. */
 void proxy_free_buffer(Conn *c, Dir *d);
+/* Room after `len` bytes in a head buffer that starts at AJ_PROXY_HEAD_BUFFER_MIN and doubles
+ * when full, up to `max`; -ENOMEM. */
+ssize_t proxy_head_room(char **buf, size_t *cap, size_t len, size_t max);

@@ -92,6 +92,24 @@ bool aj_proxy_buffer_may_grow(size_t excess, size_t cap, size_t want, unsigned m
         return want > cap && cap >= AJ_PROXY_BUFFER_MIN && excess <= room && want - cap <= room - excess;
 }
 
+/* Heads start small: a connection's 16 KiB request and 64 KiB response buffers, with a few
+ * connections at once, kept the heap's top growing and shrinking (brk and page faults, about
+ * 5 % of the supervisor's CPU at 16 clients). */
+ssize_t proxy_head_room(char **buf, size_t *cap, size_t len, size_t max)
+{
+        if (!*buf || (len == *cap && *cap < max)) {
+                size_t want = !*buf ? AJ_PROXY_HEAD_BUFFER_MIN : *cap * 2;
+                if (want > max)
+                        want = max;
+                char *nb = realloc(*buf, want);
+                if (!nb)
+                        return -ENOMEM;
+                *buf = nb;
+                *cap = want;
+        }
+        return (ssize_t)(*cap - len);
+}
+
 /* A direction's buffer, at its first read: small (most connections move little). The run
  * relays for at most max_connections connections, so these stay within their share of
  * the bound. */
@@ -469,7 +487,7 @@ static int take_response_head(Conn *c, AjHttpResponse *resp)
         if (resp->final) {
                 free(c->resp);
                 c->resp = NULL;
-                c->resp_len = 0;
+                c->resp_len = c->resp_cap = 0;
         } else {
                 memmove(c->resp, more, rest);
                 c->resp_len = rest;
@@ -502,9 +520,10 @@ static int pump_response(Conn *c)
                         c->error = "bad response from upstream";
                         return r == -ENOMEM ? r : -EBADMSG;
                 }
-                if (!c->resp && !(c->resp = malloc(RESPONSE_HEAD_MAX)))
-                        return -ENOMEM;
-                ssize_t n = recv(c->ufd, c->resp + c->resp_len, RESPONSE_HEAD_MAX - c->resp_len, 0);
+                ssize_t room = proxy_head_room(&c->resp, &c->resp_cap, c->resp_len, RESPONSE_HEAD_MAX);
+                if (room < 0)
+                        return (int)room;
+                ssize_t n = recv(c->ufd, c->resp + c->resp_len, (size_t)room, 0);
                 if (n == 0) {
                         c->error = "upstream closed without a complete answer";
                         return -EBADMSG;
@@ -628,6 +647,7 @@ void proxy_start_relay(Conn *c)
         c->fwd_len = 0;
         free(c->in);
         c->in = NULL;
+        c->in_cap = 0;
         c->state = ST_RELAY;
         aj_loop_timer_stop(&c->deadline);
         proxy_relay(c);

@@ -432,7 +432,12 @@ void proxy_read_request(Conn *c, uint32_t events)
         bool eof = false, drained = false;
 
         while (c->in_len < cap) {
-                size_t want = cap - c->in_len;
+                ssize_t room = proxy_head_room(&c->in, &c->in_cap, c->in_len, cap);
+                if (room < 0) {
+                        proxy_conn_close(c);
+                        return;
+                }
+                size_t want = (size_t)room;
                 ssize_t n = recv(c->cfd, c->in + c->in_len, want, 0);
                 if (n == 0) {
                         eof = true;

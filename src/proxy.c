@@ -353,8 +353,10 @@ static void accept_some(AjProxy *p, int lfd, bool socks)
                                 break;
                         }
                 Conn *c = slot == UINT32_MAX ? NULL : calloc(1, sizeof(*c));
-                if (c)
-                        c->in = malloc(socks ? SOCKS_MAX : AJ_PROXY_MAX_HEADER);
+                if (c) {
+                        c->in_cap = socks ? SOCKS_MAX : AJ_PROXY_HEAD_BUFFER_MIN;
+                        c->in = malloc(c->in_cap);
+                }
                 if (!c || !c->in) {
                         if (c)
                                 free(c);
@@ -472,6 +474,15 @@ size_t aj_proxy_relay_buffer_bytes(const AjProxy *p)
         for (unsigned i = 0; i < p->n_slots; i++)
                 if (p->slots[i])
                         sum += p->slots[i]->up.cap + p->slots[i]->down.cap;
+        return sum;
+}
+
+size_t aj_proxy_head_buffer_bytes(const AjProxy *p)
+{
+        size_t sum = 0;
+        for (unsigned i = 0; i < p->n_slots; i++)
+                if (p->slots[i])
+                        sum += p->slots[i]->in_cap + p->slots[i]->resp_cap;
         return sum;
 }
 

@@ -42,6 +42,9 @@
  * its source is idle, or its direction is done. */
 #define AJ_PROXY_BUFFER_SIZE (256 * 1024)
 #define AJ_PROXY_BUFFER_MIN (64 * 1024)
+/* A request or response head's buffer, at first: most heads are under a kilobyte. It doubles
+ * while a head fills it, up to AJ_PROXY_MAX_HEADER (requests) or 64 KiB (responses). */
+#define AJ_PROXY_HEAD_BUFFER_MIN (4 * 1024)
 #define AJ_PROXY_BUFFER_MAX (1024 * 1024)
 #define AJ_PROXY_CONN_MAX_BYTES (4 * 2 * AJ_PROXY_SOCKET_BUFFER + 2 * AJ_PROXY_BUFFER_SIZE)
 /* Connections at once per run (profile network.max_connections): with the above, a run
@@ -94,6 +97,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjProxy *, aj_proxy_free);
 json_t *aj_proxy_stats(AjProxy *p);
 /* What the relay's buffers hold now, every connection's both directions (their sizes). */
 size_t aj_proxy_relay_buffer_bytes(const AjProxy *p);
+/* What the connections' head buffers hold now (request and response heads; their sizes). */
+size_t aj_proxy_head_buffer_bytes(const AjProxy *p);
 
 /* Hosts awaiting approval, oldest first: [{"id": "net-N", "kind": "net", "host", "port",
  * "pattern", "state": "awaiting_approval", "connections", "process", "since", "age_s",

@@ -559,6 +559,14 @@ static void serve(int fd)
                                 break;
                         left -= k;
                 }
+        } else if (strncmp(line, "GET /big-head ", 14) == 0) {
+                /* A 20,000-byte header each way: its X-Pad line's length, in one of 20,000. */
+                size_t pad = 0;
+                for (size_t n; (n = read_line(fd, buf, sizeof(buf))) > 0 && strcmp(buf, "\r\n") != 0;)
+                        if (strncmp(buf, "X-Pad: ", 7) == 0)
+                                pad = n - 9;
+                memset(buf, 'b', 20000);
+                dprintf(fd, "HTTP/1.1 200 OK\r\nX-Big: %.*s\r\nContent-Length: 12\r\n\r\npad %06zu\n", 20000, buf, pad);
         } else if (strncmp(line, "GET ", 4) == 0) {
                 /* Answer with the request head we received, so the test sees the rewrite. */
                 char head[4096];
@@ -3022,5 +3030,61 @@ Test(live, source_watched_again_while_the_other_direction_streams)
         close(cfd);
         close(sfd);
         close(lfd);
+        live_stop(&l);
+}
+
+/* Plain requests waiting for their answers hold head buffers of 4 KiB (the response's), not
+ * the 16 KiB request and 64 KiB response maxima: with a few connections at once those kept
+ * the heap's top growing and shrinking (brk, page faults: about 5 % of the supervisor's CPU
+ * at 16 clients). Heads past 4 KiB still pass both ways, their buffers grown. */
+Test(live, waiting_requests_hold_small_head_buffers)
+{
+        Live l;
+        /* An upstream that completes handshakes and never answers: its queue holds them. */
+        int quiet;
+        cr_assert_eq(aj_proxy_listen_at("127.0.0.1", 0, &quiet), 0);
+        uint16_t qport = port_of(quiet);
+        uint16_t server = start_server("127.0.0.1");
+        AjProxyOptions opts = { .max_connections = 32 };
+        live_start(&l, (char *[]){ "127.0.0.1", NULL }, &opts);
+        enum { N = 16 };
+        pid_t pid = fork();
+        if (pid == 0) {
+                for (int i = 0; i < N; i++) {
+                        int fd = tcp_connect("127.0.0.1", l.http_port);
+                        dprintf(fd, "GET http://127.0.0.1:%u/ HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", qport, qport);
+                }
+                sleep(3);
+                _exit(0);
+        }
+        dispatch_for(1500000000ull, &l);
+        json_t *st = aj_proxy_stats(l.proxy);
+        cr_expect_eq(field_int(st, "active"), N, "the requests wait for their answers");
+        json_decref(st);
+        size_t heads = aj_proxy_head_buffer_bytes(l.proxy);
+        cr_expect_eq(heads, (size_t)N * AJ_PROXY_HEAD_BUFFER_MIN, "head buffers: %zu bytes for %d requests", heads, N);
+        close(quiet);
+
+        pid_t big = fork();
+        if (big == 0) {
+                static char req[16384], answer[32768];
+                char pad[10001];
+                memset(pad, 'a', 10000);
+                pad[10000] = 0;
+                snprintf(req, sizeof(req),
+                         "GET http://127.0.0.1:%u/big-head HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nX-Pad: %s\r\n\r\n", server,
+                         server, pad);
+                http_exchange(l.http_port, req, answer, sizeof(answer));
+                char *x = strstr(answer, "\r\nX-Big: ");
+                if (!strstr(answer, "HTTP/1.1 200 ") || !x || strspn(x + 9, "b") != 20000 ||
+                    !strstr(answer, "\r\n\r\npad 010000\n")) {
+                        fprintf(stderr, "big heads: %zu bytes, ends %s\n", strlen(answer),
+                                answer + (strlen(answer) > 60 ? strlen(answer) - 60 : 0));
+                        _exit(1);
+                }
+                _exit(0);
+        }
+        cr_expect_eq(run_client(&l, big), 0);
+        waitpid(pid, NULL, 0);
         live_stop(&l);
 }
