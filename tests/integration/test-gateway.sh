@@ -834,6 +834,64 @@ like "$JAIL_OUT" 'connect=403' "a CONNECT to the address of the provider's host 
 like "$(events_of net.denied)" "$PH port $FP is an address of llm.test, served by the run's LLM gateway" \
         "net.denied names the host the address is of"
 
+# ... and the names are looked up while the jail builds its root, not before it starts: a DNS
+# server in the test host's namespace answers after 400 ms (the supervisor's resolv.conf names
+# it). The root is built before the answer, the command released after it, with the address
+# reserved (fail closed). Looked up when the run was planned, the jail waited for the answer
+# before it started building ("init: root built" after 400 ms).
+if [[ $EUID -eq 0 ]]; then
+        cat >"$T/slow-dns.py" <<'PY'
+import select, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+delay, due = float(sys.argv[2]), []
+while True:
+    ready, _, _ = select.select([s], [], [], max(0, min([d for d, _, _ in due], default=time.time() + 1) - time.time()))
+    if ready:
+        q, peer = s.recvfrom(512)
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
+        name, qtype = ".".join(labels).lower(), struct.unpack(">H", q[i + 1:i + 3])[0]
+        an = name == "slow.test" and qtype == 1
+        head = q[:2] + struct.pack(">HHHHH", 0x8180 | (0 if name == "slow.test" else 3), 1, int(an), 0, 0) + q[12:i + 5]
+        rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(sys.argv[1]) if an else b""
+        due.append((time.time() + delay, head + rr, peer))
+    now = time.time()
+    for d in [d for d in due if d[0] <= now]:
+        s.sendto(d[1], d[2])
+        due.remove(d)
+PY
+        "${NETNS[@]}" python3 "$T/slow-dns.py" "$PH" 0.4 >"$T/slow-dns.err" 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                "${NETNS[@]}" ss -Hlun 'sport = :53' | grep -q . && break
+                sleep 0.05
+        done
+        printf 'nameserver %s\n' "$PH" >"$T/resolv.conf"
+        printf '#!/bin/sh\nexec unshare -m sh -c '\''mount --bind "$0" /etc/resolv.conf && exec "$@"'\'' %s "%s" "$@"\n' \
+                "$T/resolv.conf" "$AGENTJAIL" >"$T/aj-slowdns"
+        chmod 0755 "$T/aj-slowdns"
+        PS=$(write_profile gwslow '{"extends": "default", '"$PRICES"', "llm": {"providers": {
+                "anthropic": {"url": "https://slow.test:'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"}}}}')
+        AJ_SAVED=$AGENTJAIL AGENTJAIL=$T/aj-slowdns
+        run_jail -vv -p "$PS" --allow-net "$PH:$FP" -- \
+                /bin/sh -c 'curl -sS -o /dev/null -w "connect=%{http_connect}\n" -x http://127.0.0.1:3128 --noproxy "" \
+                        -k "https://'"$PH:$FP"'/v1/messages" 2>&1; true'
+        AGENTJAIL=$AJ_SAVED
+        like "$JAIL_OUT" 'connect=403' "a provider name answered after 400 ms: its address is refused (403)" || jail_diag
+        like "$(events_of net.denied)" "$PH port $FP is an address of slow.test" "net.denied names the slow name"
+        step_ms() { sed -n "s/^agentjail: +\([0-9.]*\) ms $1\$/\1/p" <<<"$JAIL_ERR" | head -1; }
+        BUILT=$(step_ms "init: root built") RESERVED=$(step_ms "LLM provider hosts' addresses reserved")
+        JOINED=$(step_ms "init: joined")
+        diag "slow DNS: root built +${BUILT:-?} ms, addresses reserved +${RESERVED:-?} ms, joined +${JOINED:-?} ms"
+        ok "the jail built its root before the answer (+${BUILT:-?} ms < 400)" awk -v b="$BUILT" 'BEGIN { exit !(b != "" && b < 400) }'
+        ok "the addresses were reserved after it (+${RESERVED:-?} ms >= 400)" \
+                awk -v r="$RESERVED" 'BEGIN { exit !(r != "" && r >= 400) }'
+        ok "the command was released after that (+${JOINED:-?} ms)" \
+                awk -v r="$RESERVED" -v j="$JOINED" 'BEGIN { exit !(r != "" && j != "" && j >= r) }'
+fi
+
 # --- the official SDKs from the npm registry, unchanged, in the jail
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"
