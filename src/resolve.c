@@ -360,7 +360,6 @@ typedef struct {
         AjNetPolicy *p;
         size_t host;
         size_t *pending;
-        bool started;
         int error;     /* the lookup's: 0 when it found addresses */
         int add_error; /* reserving what it found */
 } ReservedLookup;
@@ -380,12 +379,6 @@ static void on_reserved(void *userdata, int error, const struct sockaddr_storage
         l->error = error ? error : n == 0 ? -ENOENT : 0;
         for (size_t i = 0; i < n && l->add_error == 0; i++)
                 l->add_error = aj_net_policy_reserve_address(l->p, l->host, (const struct sockaddr *)&addrs[i]);
-}
-
-static bool is_literal(const char *host)
-{
-        uint8_t buf[16];
-        return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
 void aj_reserved_lookups_free(AjReservedLookups *rl)
@@ -418,12 +411,9 @@ int aj_resolve_reserved_start(AjNetPolicy *p, uint64_t timeout_ms, AjReservedLoo
                 return r;
         for (size_t i = 0; i < rl->n; i++) {
                 rl->l[i] = (ReservedLookup){ .p = p, .host = i, .pending = &rl->pending };
-                if (is_literal(p->reserved[i]))
-                        continue;
                 uint64_t id;
                 if ((r = aj_resolver_resolve(rl->res, p->reserved[i], on_reserved, &rl->l[i], &id)) < 0)
                         return r;
-                rl->l[i].started = true;
                 rl->pending++;
         }
         *ret = TAKE_PTR(rl);
@@ -441,7 +431,7 @@ int aj_resolve_reserved_finish(AjReservedLookups *rl, char ***ret_unresolved)
                 const ReservedLookup *l = &rl->l[i];
                 if (l->add_error < 0 && l->add_error != -EAFNOSUPPORT)
                         return l->add_error;
-                if (!l->started || l->error == 0)
+                if (l->error == 0)
                         continue;
                 char *u;
                 if (asprintf(&u, "%s (%s)", rl->p->reserved[i],

@@ -51,8 +51,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
 
 /* Resolves every name `p` reserves (aj_net_policy_reserve(): the operator's names, so
  * search domains apply), waiting at most timeout_ms for each, and reserves each address
- * found (aj_net_policy_reserve_address()). Literal addresses are skipped (reserved as
- * they are). A name that did not resolve is appended to *ret_unresolved as "NAME (why)":
+ * found (aj_net_policy_reserve_address()); a literal address resolves to itself, which
+ * its reservation already holds. A name that did not resolve is appended to *ret_unresolved as "NAME (why)":
  * its name stays reserved, no address of it is. Negative errno only for the resolver
  * itself failing or no memory.
  *
