@@ -840,34 +840,7 @@ like "$(events_of net.denied)" "$PH port $FP is an address of llm.test, served b
 # reserved (fail closed). Looked up when the run was planned, the jail waited for the answer
 # before it started building ("init: root built" after 400 ms).
 if [[ $EUID -eq 0 ]]; then
-        cat >"$T/slow-dns.py" <<'PY'
-import select, socket, struct, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-delay, due = float(sys.argv[2]), []
-while True:
-    ready, _, _ = select.select([s], [], [], max(0, min([d for d, _, _ in due], default=time.time() + 1) - time.time()))
-    if ready:
-        q, peer = s.recvfrom(512)
-        i, labels = 12, []
-        while q[i]:
-            labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
-        name, qtype = ".".join(labels).lower(), struct.unpack(">H", q[i + 1:i + 3])[0]
-        an = name == "slow.test" and qtype == 1
-        head = q[:2] + struct.pack(">HHHHH", 0x8180 | (0 if name == "slow.test" else 3), 1, int(an), 0, 0) + q[12:i + 5]
-        rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(sys.argv[1]) if an else b""
-        due.append((time.time() + delay, head + rr, peer))
-    now = time.time()
-    for d in [d for d in due if d[0] <= now]:
-        s.sendto(d[1], d[2])
-        due.remove(d)
-PY
-        "${NETNS[@]}" python3 "$T/slow-dns.py" "$PH" 0.4 >"$T/slow-dns.err" 2>&1 &
-        BG_PIDS+=("$!")
-        for _ in $(seq 100); do
-                "${NETNS[@]}" ss -Hlun 'sport = :53' | grep -q . && break
-                sleep 0.05
-        done
+        test_dns "$TH_NS" "$PH" slow.test "$PH" --delay 0.4 || fail "a DNS server on the test host" "none listens on $PH:53"
         printf 'nameserver %s\n' "$PH" >"$T/resolv.conf"
         printf '#!/bin/sh\nexec unshare -m sh -c '\''mount --bind "$0" /etc/resolv.conf && exec "$@"'\'' %s "%s" "$@"\n' \
                 "$T/resolv.conf" "$AGENTJAIL" >"$T/aj-slowdns"
