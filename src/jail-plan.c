@@ -328,14 +328,19 @@ int aj_run_prepare(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Failed to open the event log in '%s'", run->run_dir);
         r = aj_events_open(path, run->id, &run->events);
-        if (r < 0)
-                return aj_log_errno(r, "Failed to open '%s'", path);
+        if (r < 0) {
+                aj_error("Failed to open the event log '%s': %s", path, aj_file_error_text(r));
+                return r;
+        }
         aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         /* Before anything of the agent's can fill the disk (and before the watchdog, which
          * frees it for supervisor.lost). Without fallocate(2) there, the records have none. */
         r = aj_run_room_make(run->run_dir);
-        if (r < 0 && r != -EOPNOTSUPP)
-                return aj_log_errno(r, "Cannot keep room for the run's records in '%s'", run->run_dir);
+        if (r < 0 && r != -EOPNOTSUPP) {
+                aj_error("Cannot keep room for the run's records in '%s/%s': %s", run->run_dir, AJ_RUN_FILE_ROOM,
+                         aj_file_error_text(r));
+                return r;
+        }
         aj_events_set_room(run->events, aj_run_room_use, run);
         run->event_log = (AjSupEventLog){ .log = run->events, .run_dir = run->run_dir };
         aj_sup_sink_for_log(&run->event_log, &run->sink);
