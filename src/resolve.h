@@ -51,17 +51,16 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
 
 /* Resolves every name `p` reserves (aj_net_policy_reserve(): the operator's names, so
  * search domains apply), waiting at most timeout_ms for each, and reserves each address
- * found (aj_net_policy_reserve_address()); a literal address resolves to itself, which
- * its reservation already holds. A name that did not resolve is appended to *ret_unresolved as "NAME (why)":
- * its name stays reserved, no address of it is. Negative errno only for the resolver
- * itself failing or no memory.
+ * found (aj_net_policy_reserve_address()); a literal address resolves to itself, which its
+ * reservation already holds. A name that did not resolve is appended to *ret_unresolved as
+ * "NAME (why)": its name stays reserved, no address of it is. Negative errno only for the
+ * resolver itself failing or no memory.
  *
- * In two halves, so that the lookups go on while the caller does other work (a run's
- * jail builds its root meanwhile): _start sends them and returns (each one's timeout_ms
- * runs from here), _finish waits for what is still out and only then changes `p`, which
- * must outlive `rl`. _start does not wait for an answer; _finish does (up to the lookups'
- * deadlines): run it before any loop serves those the policy judges. aj_resolve_reserved()
- * is both at once. */
+ * In two halves, so that the lookups go on while the caller does other work (a run's jail
+ * builds its root meanwhile): _start sends them and returns at once (each one's timeout_ms
+ * runs from here); _finish waits for what is still out, and only then changes `p`, which
+ * must outlive `rl`: run it before any loop serves those the policy judges.
+ * aj_resolve_reserved() is both at once. */
 #define AJ_RESOLVE_RESERVED_TIMEOUT_MS 5000
 typedef struct AjReservedLookups AjReservedLookups;
 int aj_resolve_reserved_start(AjNetPolicy *p, uint64_t timeout_ms, AjReservedLookups **ret);
