@@ -134,10 +134,12 @@ int aj_events_open(const char *path, const char *run_id, AjEventLog **ret)
         json_t *id = json_string(run_id);
         log->run_json = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
         json_decref(id);
-        log->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+        /* As the chain's readers open it: a symlink or a FIFO put in its place is refused,
+         * never written through nor waited on for a reader. */
+        log->fd = aj_open_regular_at(AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND, 0640);
         struct stat st;
         if (!log->run_json || log->fd < 0 || fstat(log->fd, &st) < 0) {
-                int r = !log->run_json ? -ENOMEM : -errno;
+                int r = !log->run_json ? -ENOMEM : log->fd < 0 ? log->fd : -errno;
                 aj_events_close(log);
                 return r;
         }

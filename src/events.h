@@ -15,6 +15,8 @@
 
 typedef struct AjEventLog AjEventLog;
 
+/* Opens (or creates) the chain at `path` to append to, as a regular file only
+ * (aj_open_regular_at: a symlink -ELOOP, a FIFO or anything else -EBADFD, at once). */
 int aj_events_open(const char *path, const char *run_id, AjEventLog **ret);
 /* Append {seq, ts, run, type, prev, ...fields}. `fields` (an object or NULL) is consumed. */
 int aj_events_emit(AjEventLog *log, const char *type, json_t *fields);

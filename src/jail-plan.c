@@ -328,14 +328,19 @@ int aj_run_prepare(Run *run)
         if (r < 0)
                 return aj_log_errno(r, "Failed to open the event log in '%s'", run->run_dir);
         r = aj_events_open(path, run->id, &run->events);
-        if (r < 0)
-                return aj_log_errno(r, "Failed to open '%s'", path);
+        if (r < 0) {
+                aj_error("Failed to open the event log '%s': %s", path, aj_file_error_text(r));
+                return r;
+        }
         aj_events_set_agent_limit(run->events, aj_events_agent_share(run->profile->log_events_bytes));
         /* Before anything of the agent's can fill the disk (and before the watchdog, which
          * frees it for supervisor.lost). Without fallocate(2) there, the records have none. */
         r = aj_run_room_make(run->run_dir);
-        if (r < 0 && r != -EOPNOTSUPP)
-                return aj_log_errno(r, "Cannot keep room for the run's records in '%s'", run->run_dir);
+        if (r < 0 && r != -EOPNOTSUPP) {
+                aj_error("Cannot keep room for the run's records in '%s/%s': %s", run->run_dir, AJ_RUN_FILE_ROOM,
+                         aj_file_error_text(r));
+                return r;
+        }
         aj_events_set_room(run->events, aj_run_room_use, run);
         run->event_log = (AjSupEventLog){ .log = run->events, .run_dir = run->run_dir };
         aj_sup_sink_for_log(&run->event_log, &run->sink);
@@ -392,12 +397,13 @@ static int load_price_table(void *userdata, AjPriceTable **ret)
 }
 
 /* The providers' hosts are the gateway's: reached directly, the key would be the agent's.
- * By name on every port, and at the addresses the names resolve to now on the url's port
- * (a literal address would go around the name otherwise). A name that does not resolve
- * keeps its name's reservation only (docs/gateway.md). */
+ * By name on every port, and at the addresses the names resolve to on the url's port (a
+ * literal address would go around the name otherwise). The names are only looked up here:
+ * the answers (DNS, up to 5 s) come while the jail builds its root, and are reserved
+ * before the command runs (aj_run_reserve_llm_addresses). */
 static int reserve_llm_hosts(Run *run)
 {
-        _cleanup_strv_free_ char **hosts = NULL, **unresolved = NULL;
+        _cleanup_strv_free_ char **hosts = NULL;
         _cleanup_free_ uint16_t *ports = NULL;
         int r = aj_sup_llm_reserved_hosts(run->profile, &hosts, &ports);
         if (r < 0)
@@ -409,11 +415,30 @@ static int reserve_llm_hosts(Run *run)
                 if (r < 0)
                         return aj_log_errno(r, "Cannot reserve the LLM provider host '%s'", hosts[i]);
         }
-        r = aj_resolve_reserved(run->net_policy, AJ_RESOLVE_RESERVED_TIMEOUT_MS, &unresolved);
+        if (!hosts)
+                return 0;
+        r = aj_resolve_reserved_start(run->net_policy, AJ_RESOLVE_RESERVED_TIMEOUT_MS, &run->llm_host_lookups);
+        if (r < 0)
+                return aj_log_errno(r, "Cannot resolve the LLM provider hosts");
+        aj_run_trace_step(run, "LLM provider hosts' lookups sent");
+        return 0;
+}
+
+/* Fail closed: the command runs only once the provider hosts' addresses are in the policy
+ * (or known not to resolve: the name's reservation only, as a warning says; docs/gateway.md). */
+int aj_run_reserve_llm_addresses(Run *run)
+{
+        if (!run->llm_host_lookups)
+                return 0;
+        _cleanup_strv_free_ char **unresolved = NULL;
+        int r = aj_resolve_reserved_finish(run->llm_host_lookups, &unresolved);
+        aj_reserved_lookups_free(run->llm_host_lookups);
+        run->llm_host_lookups = NULL;
         if (r < 0)
                 return aj_log_errno(r, "Cannot resolve the LLM provider hosts");
         for (char **u = unresolved; u && *u; u++)
                 aj_warning("LLM provider host %s: its addresses are not reserved (only its name is)", *u);
+        aj_run_trace_step(run, "LLM provider hosts' addresses reserved");
         return 0;
 }
 

@@ -499,8 +499,9 @@ static int start_workspace_digest(Run *run)
 
 /* The checklist. After the clone two things run side by side: the child makes its network
  * namespace and builds its root (it waits for the trees first), while the supervisor does
- * the steps from write_maps to start_loop (about a millisecond each); the command waits
- * for JOINED. `run -vv` prints both, on one clock. */
+ * the steps from write_maps to start_loop (about a millisecond each) and the LLM provider
+ * hosts' lookups, sent by the plan, are answered; the command waits for JOINED, after
+ * their addresses are reserved. `run -vv` prints both, on one clock. */
 static const Step steps[] = {
         { NULL, block_signals, NULL }, /* put back last of all, below */
         { NULL, open_std_fds, NULL },
@@ -526,6 +527,7 @@ static const Step steps[] = {
         { "cgroups joined", join_cgroups, NULL },
         { "services opened", aj_run_setup_while_child_builds, NULL },
         { "loop started", start_loop, NULL },
+        { NULL, aj_run_reserve_llm_addresses, NULL }, /* traces itself: a gateway's runs only */
         { "command let run", let_command_run, NULL },
         { NULL, start_workspace_digest, NULL }, /* after the command: never on its way */
 };
@@ -631,6 +633,7 @@ static void run_free(Run *run)
         aj_run_parts_done(run);
         aj_sup_denials_free(&run->denials);
         aj_meter_free(run->meter);
+        aj_reserved_lookups_free(run->llm_host_lookups);
         aj_net_policy_free(run->net_policy);
         aj_net_policy_free(run->net_ask);
         free(run->jail_dir);

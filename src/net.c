@@ -38,14 +38,30 @@ void aj_net_policy_free(AjNetPolicy *p)
         free(p);
 }
 
-static int literal_address(const char *host, struct sockaddr_storage *ss);
+bool aj_net_literal_address(const char *host, uint16_t port, struct sockaddr_storage *ret)
+{
+        struct sockaddr_storage ss = {};
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                in->sin_port = htons(port);
+        } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(port);
+        } else
+                return false;
+        if (ret)
+                *ret = ss;
+        return true;
+}
 
 /* A reserved host's canonical text: the name normalized, an address formatted. */
 static int reserved_form(const char *host, char buf[AJ_NET_HOST_MAX + 1])
 {
         struct sockaddr_storage ss;
         const char *why;
-        if (literal_address(host, &ss)) {
+        if (aj_net_literal_address(host, 0, &ss)) {
                 char a[INET6_ADDRSTRLEN];
                 snprintf(buf, AJ_NET_HOST_MAX + 1, "%s", aj_net_format_address((struct sockaddr *)&ss, a, sizeof(a)));
                 return 0;
@@ -72,7 +88,14 @@ int aj_net_policy_reserve(AjNetPolicy *p, const char *host, uint16_t port, const
                 return -ENOMEM;
         p->reserved_addrs = addrs;
         addrs[n] = (AjNetAddrSet){};
-        return aj_strv_push(&p->reserved, norm);
+        if ((r = aj_strv_push(&p->reserved, norm)) < 0)
+                return r;
+        /* A literal is its own address: another name resolving to it is refused on its port
+         * as a name's addresses are (aj_resolve_reserved() finds it again, kept once). */
+        struct sockaddr_storage ss;
+        if (aj_net_literal_address(norm, 0, &ss))
+                return aj_net_policy_reserve_address(p, n, (struct sockaddr *)&ss);
+        return 0;
 }
 
 /* The reserved host whose address `sa` is, on its port `port`, or -1. */
@@ -596,22 +619,6 @@ static bool host_matches(const AjNetRule *r, const char *host, uint16_t port)
         return false;
 }
 
-static int literal_address(const char *host, struct sockaddr_storage *ss)
-{
-        struct sockaddr_in *in = (struct sockaddr_in *)ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-        memset(ss, 0, sizeof(*ss));
-        if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-                in->sin_family = AF_INET;
-                return 1;
-        }
-        if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-                in6->sin6_family = AF_INET6;
-                return 1;
-        }
-        return 0;
-}
-
 int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjNetVerdict *ret)
 {
         AjNetVerdict v = { .rule = -1 };
@@ -633,7 +640,7 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
                 *ret = v;
                 return 0;
         }
-        if (literal_address(host, &ss)) {
+        if (aj_net_literal_address(host, 0, &ss)) {
                 char shown[INET6_ADDRSTRLEN];
                 if (reserved_address(p, (struct sockaddr *)&ss, port, &v)) {
                         *ret = v;
@@ -686,10 +693,9 @@ int aj_net_check_host(const AjNetPolicy *p, const char *host, uint16_t port, AjN
 int aj_net_check_domain(const AjNetPolicy *p, const char *domain, uint16_t port, AjNetVerdict *ret)
 {
         int r = aj_net_check_host(p, domain, port, ret);
-        struct sockaddr_storage ss;
         char norm[AJ_NET_HOST_MAX + 1], probe[AJ_NET_HOST_MAX + 3];
         const char *why;
-        if (r < 0 || !ret->allowed || literal_address(domain, &ss) ||
+        if (r < 0 || !ret->allowed || aj_net_literal_address(domain, 0, NULL) ||
             aj_net_host_normalize(domain, strlen(domain), norm, &why) < 0)
                 return r; /* an address has no subdomains; a bad name was refused above */
         /* A subdomain no rule names exactly: only a wildcard covering all of them matches it. */
@@ -786,7 +792,7 @@ int aj_net_ask_match(const AjNetPolicy *ask, const char *host, uint16_t port)
 
         if (!ask || port == 0)
                 return -1;
-        if (literal_address(host, &ss)) {
+        if (aj_net_literal_address(host, 0, &ss)) {
                 for (size_t i = 0; i < ask->n_rules; i++)
                         if (ask->rules[i].kind == AJ_NET_RULE_ANY &&
                             (!ask->rules[i].port || ask->rules[i].port == port))

@@ -99,14 +99,18 @@ int aj_net_policy_add(AjNetPolicy *p, const char *entry, const char **ret_why);
 
 /* Refuse `host` (a name or an IP literal) on every port, whatever the rules say, saying
  * `why` ("served by the LLM gateway: use $ANTHROPIC_BASE_URL"). `port` is its service's
- * (the url's): where the addresses the name resolves to are refused (below). -EINVAL for
- * a name that is not a host name. */
+ * (the url's): where the addresses the name resolves to are refused (below); a literal's
+ * own address is one of them from here on. -EINVAL for a name that is not a host name. */
 int aj_net_policy_reserve(AjNetPolicy *p, const char *host, uint16_t port, const char *why);
 /* `sa` is an address reserved host `host` (its index in p->reserved) resolved to: a
  * destination at it on that host's port, a literal or what a name resolved to, is refused
  * as the host is (src/resolve.h's aj_resolve_reserved() adds them). Duplicates are kept
  * once. -EINVAL for a bad index, -EAFNOSUPPORT, -ENOMEM. */
 int aj_net_policy_reserve_address(AjNetPolicy *p, size_t host, const struct sockaddr *sa);
+
+/* `host` as an IP literal ("192.0.2.1", "2001:db8::1": IPv6 without brackets): true, with
+ * its address and `port` in *ret when ret is not NULL; false for anything else (a name). */
+bool aj_net_literal_address(const char *host, uint16_t port, struct sockaddr_storage *ret);
 
 /* Parse one entry into *ret (owned strings; free with aj_net_rule_done). -EINVAL with a
  * static reason on error. */

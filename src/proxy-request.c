@@ -262,20 +262,17 @@ void proxy_proceed(Conn *c)
                 return;
         }
         c->admitted = true;
-        struct sockaddr_storage ss = {};
-        if (inet_pton(AF_INET, c->host, &((struct sockaddr_in *)&ss)->sin_addr) == 1)
-                ss.ss_family = AF_INET;
-        else if (inet_pton(AF_INET6, c->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
-                ss.ss_family = AF_INET6;
+        struct sockaddr_storage ss;
+        bool literal = aj_net_literal_address(c->host, 0, &ss);
         proxy_set_deadline_ms(c, p->opts.connect_timeout_ms);
-        if (ss.ss_family != 0 && c->approved) {
+        if (literal && c->approved) {
                 /* An operator let this address through, not an address rule: judged as a
                  * name's resolved address (internal ones and this host's own refused). */
                 on_resolved(c, 0, &ss, 1);
                 return;
         }
-        if (ss.ss_family != 0) {
-                /* A literal: the address rule already decided. */
+        if (literal) {
+                /* The address rule already decided. */
                 c->cand[0] = ss;
                 c->n_cand = 1;
                 c->next_cand = 0;

@@ -48,21 +48,10 @@ int proxy_socket_options(int fd)
 
 int aj_proxy_listen_at(const char *address, uint16_t port, int *ret_fd)
 {
-        struct sockaddr_storage ss = {};
-        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        socklen_t sl;
-
-        if (inet_pton(AF_INET, address, &in->sin_addr) == 1) {
-                in->sin_family = AF_INET;
-                in->sin_port = htons(port);
-                sl = sizeof(*in);
-        } else if (inet_pton(AF_INET6, address, &in6->sin6_addr) == 1) {
-                in6->sin6_family = AF_INET6;
-                in6->sin6_port = htons(port);
-                sl = sizeof(*in6);
-        } else
+        struct sockaddr_storage ss;
+        if (!aj_net_literal_address(address, port, &ss))
                 return -EINVAL;
+        socklen_t sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 
         _cleanup_close_ int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)

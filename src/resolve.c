@@ -360,10 +360,17 @@ typedef struct {
         AjNetPolicy *p;
         size_t host;
         size_t *pending;
-        bool started;
         int error;     /* the lookup's: 0 when it found addresses */
         int add_error; /* reserving what it found */
 } ReservedLookup;
+
+struct AjReservedLookups {
+        AjNetPolicy *p;
+        AjLoop *loop; /* of their own: the run's serves no one yet */
+        AjResolver *res;
+        ReservedLookup *l;
+        size_t n, pending;
+};
 
 static void on_reserved(void *userdata, int error, const struct sockaddr_storage *addrs, size_t n)
 {
@@ -374,55 +381,74 @@ static void on_reserved(void *userdata, int error, const struct sockaddr_storage
                 l->add_error = aj_net_policy_reserve_address(l->p, l->host, (const struct sockaddr *)&addrs[i]);
 }
 
-static bool is_literal(const char *host)
+void aj_reserved_lookups_free(AjReservedLookups *rl)
 {
-        uint8_t buf[16];
-        return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+        if (!rl)
+                return;
+        aj_resolver_free(rl->res); /* before its loop */
+        aj_loop_free(rl->loop);
+        free(rl->l);
+        free(rl);
 }
 
-int aj_resolve_reserved(AjNetPolicy *p, uint64_t timeout_ms, char ***ret_unresolved)
+int aj_resolve_reserved_start(AjNetPolicy *p, uint64_t timeout_ms, AjReservedLookups **ret)
 {
-        size_t n = aj_strv_length(p->reserved), pending = 0;
-        if (n == 0)
-                return 0;
-        _cleanup_free_ ReservedLookup *l = calloc(n, sizeof(*l));
-        _cleanup_(aj_loop_freep) AjLoop *loop = NULL;
-        if (!l)
+        _cleanup_(aj_reserved_lookups_freep) AjReservedLookups *rl = calloc(1, sizeof(*rl));
+        if (!rl)
                 return -ENOMEM;
-        int r = aj_loop_new(&loop);
+        rl->p = p;
+        rl->n = aj_strv_length(p->reserved);
+        if (rl->n == 0) {
+                *ret = TAKE_PTR(rl);
+                return 0;
+        }
+        if (!(rl->l = calloc(rl->n, sizeof(*rl->l))))
+                return -ENOMEM;
+        int r = aj_loop_new(&rl->loop);
         if (r < 0)
                 return r;
-        _cleanup_(aj_resolver_freep) AjResolver *res = NULL;
-        if ((r = aj_resolver_new(loop, timeout_ms, AJ_RESOLVE_SEARCH, &res)) < 0)
+        if ((r = aj_resolver_new(rl->loop, timeout_ms, AJ_RESOLVE_SEARCH, &rl->res)) < 0)
                 return r;
-        for (size_t i = 0; i < n; i++) {
-                l[i] = (ReservedLookup){ .p = p, .host = i, .pending = &pending };
-                if (is_literal(p->reserved[i]))
-                        continue;
+        for (size_t i = 0; i < rl->n; i++) {
+                rl->l[i] = (ReservedLookup){ .p = p, .host = i, .pending = &rl->pending };
                 uint64_t id;
-                if ((r = aj_resolver_resolve(res, p->reserved[i], on_reserved, &l[i], &id)) < 0)
+                if ((r = aj_resolver_resolve(rl->res, p->reserved[i], on_reserved, &rl->l[i], &id)) < 0)
                         return r;
-                l[i].started = true;
-                pending++;
+                rl->pending++;
         }
-        /* Each lookup has its deadline (timeout_ms): the loop ends. */
-        while (pending > 0)
-                if ((r = aj_loop_dispatch(loop, -1)) < 0)
+        *ret = TAKE_PTR(rl);
+        return 0;
+}
+
+int aj_resolve_reserved_finish(AjReservedLookups *rl, char ***ret_unresolved)
+{
+        int r;
+        /* Each lookup has its deadline, from its start: the loop ends. */
+        while (rl->pending > 0)
+                if ((r = aj_loop_dispatch(rl->loop, -1)) < 0)
                         return r;
-        for (size_t i = 0; i < n; i++) {
-                if (l[i].add_error < 0 && l[i].add_error != -EAFNOSUPPORT)
-                        return l[i].add_error;
-                if (!l[i].started || l[i].error == 0)
+        for (size_t i = 0; i < rl->n; i++) {
+                const ReservedLookup *l = &rl->l[i];
+                if (l->add_error < 0 && l->add_error != -EAFNOSUPPORT)
+                        return l->add_error;
+                if (l->error == 0)
                         continue;
                 char *u;
-                if (asprintf(&u, "%s (%s)", p->reserved[i],
-                             l[i].error == -ETIMEDOUT ? "timed out"
-                             : l[i].error == -ENOENT  ? "no such host"
-                                                      : "resolver failure") < 0 ||
+                if (asprintf(&u, "%s (%s)", rl->p->reserved[i],
+                             l->error == -ETIMEDOUT ? "timed out"
+                             : l->error == -ENOENT  ? "no such host"
+                                                    : "resolver failure") < 0 ||
                     aj_strv_consume(ret_unresolved, u) < 0)
                         return -ENOMEM;
         }
         return 0;
+}
+
+int aj_resolve_reserved(AjNetPolicy *p, uint64_t timeout_ms, char ***ret_unresolved)
+{
+        _cleanup_(aj_reserved_lookups_freep) AjReservedLookups *rl = NULL;
+        int r = aj_resolve_reserved_start(p, timeout_ms, &rl);
+        return r < 0 ? r : aj_resolve_reserved_finish(rl, ret_unresolved);
 }
 
 void aj_resolver_cancel(AjResolver *r, uint64_t id)

@@ -51,11 +51,22 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(AjResolver *, aj_resolver_free);
 
 /* Resolves every name `p` reserves (aj_net_policy_reserve(): the operator's names, so
  * search domains apply), waiting at most timeout_ms for each, and reserves each address
- * found (aj_net_policy_reserve_address()). Literal addresses are skipped (reserved as
- * they are). A name that did not resolve is appended to *ret_unresolved as "NAME (why)":
- * its name stays reserved, no address of it is. Negative errno only for the resolver
- * itself failing or no memory. Blocks: run before the loop serves anyone. */
+ * found (aj_net_policy_reserve_address()); a literal address resolves to itself, which its
+ * reservation already holds. A name that did not resolve is appended to *ret_unresolved as
+ * "NAME (why)": its name stays reserved, no address of it is. Negative errno only for the
+ * resolver itself failing or no memory.
+ *
+ * In two halves, so that the lookups go on while the caller does other work (a run's jail
+ * builds its root meanwhile): _start sends them and returns at once (each one's timeout_ms
+ * runs from here); _finish waits for what is still out, and only then changes `p`, which
+ * must outlive `rl`: run it before any loop serves those the policy judges.
+ * aj_resolve_reserved() is both at once. */
 #define AJ_RESOLVE_RESERVED_TIMEOUT_MS 5000
+typedef struct AjReservedLookups AjReservedLookups;
+int aj_resolve_reserved_start(AjNetPolicy *p, uint64_t timeout_ms, AjReservedLookups **ret);
+int aj_resolve_reserved_finish(AjReservedLookups *rl, char ***ret_unresolved);
+void aj_reserved_lookups_free(AjReservedLookups *rl);
+DEFINE_TRIVIAL_CLEANUP_FUNC(AjReservedLookups *, aj_reserved_lookups_free);
 int aj_resolve_reserved(AjNetPolicy *p, uint64_t timeout_ms, char ***ret_unresolved);
 
 /* This host's addresses in the caller's network namespace, for src/net.h's rule that a

@@ -28,9 +28,11 @@ int aj_run_room_make(const char *run_dir)
         int r = aj_run_file_path(run_dir, AJ_RUN_FILE_ROOM, path, sizeof(path));
         if (r < 0)
                 return r;
-        _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        /* Made again at each thaw, so not exclusively: what is there must be a regular file
+         * (a FIFO held the supervisor in open(2), a symlink had another file allocated). */
+        _cleanup_close_ int fd = aj_open_regular_at(AT_FDCWD, path, O_WRONLY | O_CREAT, 0600);
         if (fd < 0)
-                return -errno;
+                return fd;
         /* Blocks, not a sparse size: what is allocated is what freeing it gives back. Not
          * posix_fallocate(), whose fallback writes the file block by block. */
         if (fallocate(fd, 0, 0, AJ_RUN_ROOM_BYTES) < 0) {

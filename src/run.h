@@ -24,6 +24,7 @@
 #include "net.h"
 #include "profile.h"
 #include "proxy.h"
+#include "resolve.h"
 #include "run-record.h"
 #include "seccomp-filter.h"
 #include "spawn.h"
@@ -160,7 +161,8 @@ typedef struct {
         AjControl *control;
         AjProxy *proxy;
         AjNetPolicy *net_policy;
-        AjNetPolicy *net_ask; /* network.ask + --ask-net, or NULL */
+        AjNetPolicy *net_ask;                /* network.ask + --ask-net, or NULL */
+        AjReservedLookups *llm_host_lookups; /* the provider hosts' names, from the plan to the command */
         AjLoopIo *broker_io, *control_io, *proxy_io, *llm_io;
         AjSupLlm llm; /* the LLM gateway (llm.providers), its metering */
         AjHooks hooks;
@@ -188,6 +190,7 @@ int aj_run_setup_idmap(Run *run);
 int aj_run_check_places(Run *run);
 void aj_run_places_prework(void *arg, int fd);
 int aj_run_setup_while_child_builds(Run *run);
+int aj_run_reserve_llm_addresses(Run *run);
 void aj_run_record_degraded(Run *run, const char *what, const char *why);
 json_t *aj_run_strv_json(char *const *v);
 /* --hooks: {"agent", "settings" (the file in the jail), "command"}, NULL without. */

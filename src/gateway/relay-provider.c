@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gateway/relay-internal.h"
+#include "net.h"
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -170,24 +171,6 @@ static int parse_url(GwProvider *p, const char *url, const char **why)
         return 0;
 }
 
-static int literal_address(const char *host, uint16_t port, struct sockaddr_storage *ss)
-{
-        struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-        memset(ss, 0, sizeof(*ss));
-        if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-                in4->sin_family = AF_INET;
-                in4->sin_port = htons(port);
-                return 0;
-        }
-        if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-                in6->sin6_family = AF_INET6;
-                in6->sin6_port = htons(port);
-                return 0;
-        }
-        return -EINVAL;
-}
-
 void gw_provider_done(GwProvider *p)
 {
         free((char *)p->pub.name);
@@ -239,7 +222,7 @@ int gw_provider_init(GwProvider *p, const AjGatewayProvider *src, AjError *ret_e
                         ((struct sockaddr_in6 *)&p->addr)->sin6_port = htons(p->port);
                 p->have_addr = true;
         } else
-                p->have_addr = literal_address(p->host, p->port, &p->addr) == 0;
+                p->have_addr = aj_net_literal_address(p->host, p->port, &p->addr);
         if (p->tls)
                 return aj_gw_tls_ctx_new(p->pub.ca_file, &p->tls_ctx, ret_error);
         return 0;

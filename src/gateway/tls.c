@@ -10,8 +10,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#include <arpa/inet.h>
 #include <dlfcn.h>
+
+#include "net.h"
 
 /*
  * OpenSSL is loaded when a run first needs TLS (a gateway with an https:// provider), not
@@ -187,8 +188,7 @@ int aj_gw_tls_new(SSL_CTX *ctx, int fd, const char *host, SSL **ret)
         SSL *ssl = SSL_new(ctx);
         if (!ssl)
                 return -ENOMEM;
-        unsigned char addr[16];
-        bool literal = inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+        bool literal = aj_net_literal_address(host, 0, NULL);
         X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         int ok = SSL_set_fd(ssl, fd) == 1 &&

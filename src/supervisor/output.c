@@ -39,30 +39,28 @@ void aj_sup_output_set_pipes(AjSupOutput *o, int out_fd, int err_fd)
         (void)aj_fd_set_nonblock(err_fd, true);
 }
 
-static int open_log(const char *dir, const char *name)
+/* As the run's other records: a symlink or a FIFO in a log's place is refused at once, not
+ * written through nor waited on for a reader with the supervisor held in open(2). */
+static int open_log(const char *dir, const char *name, int *ret_fd)
 {
         char path[4096];
         int r = aj_run_file_path(dir, name, path, sizeof(path));
-        if (r < 0)
+        if (r >= 0)
+                r = aj_open_regular_at(AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND, 0640);
+        if (r < 0) {
+                aj_error("Failed to create the output log '%s/%s': %s", dir, name, aj_file_error_text(r));
                 return r;
-        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-        return fd < 0 ? -errno : fd;
+        }
+        *ret_fd = r;
+        return 0;
 }
 
 int aj_sup_output_open_logs(AjSupOutput *o, const char *run_dir, bool tty)
 {
-        if (tty) {
-                o->tty_log.log = open_log(run_dir, AJ_RUN_FILE_TTY);
-                if (o->tty_log.log < 0)
-                        return aj_log_errno(o->tty_log.log, "Failed to create the transcript in '%s'", run_dir);
-                return 0;
-        }
-        o->streams[0].log = open_log(run_dir, AJ_RUN_FILE_STDOUT);
-        o->streams[1].log = open_log(run_dir, AJ_RUN_FILE_STDERR);
-        if (o->streams[0].log < 0 || o->streams[1].log < 0)
-                return aj_log_errno(o->streams[0].log < 0 ? o->streams[0].log : o->streams[1].log,
-                                    "Failed to create the output logs in '%s'", run_dir);
-        return 0;
+        if (tty)
+                return open_log(run_dir, AJ_RUN_FILE_TTY, &o->tty_log.log);
+        int r = open_log(run_dir, AJ_RUN_FILE_STDOUT, &o->streams[0].log);
+        return r < 0 ? r : open_log(run_dir, AJ_RUN_FILE_STDERR, &o->streams[1].log);
 }
 
 /* Appends to a stream's log up to logs.output_bytes; past it the output still reaches

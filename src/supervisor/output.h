@@ -59,7 +59,8 @@ void aj_sup_output_init(AjSupOutput *o, AjLoop *loop, uint64_t log_cap, AjSupWor
 void aj_sup_output_no_pipes(AjSupOutput *o);
 /* Takes the read ends of the command's pipes (made non-blocking here). */
 void aj_sup_output_set_pipes(AjSupOutput *o, int out_fd, int err_fd);
-/* stdout.log and stderr.log, or tty.log (in run_dir). */
+/* stdout.log and stderr.log, or tty.log (in run_dir): regular files only (a symlink or a
+ * FIFO there is refused at once); logs a failure, naming the file. */
 int aj_sup_output_open_logs(AjSupOutput *o, const char *run_dir, bool tty);
 /* Into the loop: our stdout/stderr reopened non-blocking, the pipes read. */
 int aj_sup_output_start(AjSupOutput *o);

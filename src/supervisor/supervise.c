@@ -80,7 +80,8 @@ static int jail_thaw(void *userdata)
          * for a kill, which thaws a frozen jail so that it dies.) */
         int r = run->breach.killed ? 0 : aj_run_room_make(run->run_dir);
         if (r < 0 && r != -EOPNOTSUPP)
-                aj_log_errno(r, "Cannot keep room for the records of run %s in '%s'", run->id, run->run_dir);
+                aj_error("Cannot keep room for the records of run %s in '%s/%s': %s", run->id, run->run_dir,
+                         AJ_RUN_FILE_ROOM, aj_file_error_text(r));
         return aj_cgroup_thaw(run->cgroup);
 }
 

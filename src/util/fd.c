@@ -110,7 +110,12 @@ int aj_write_file_atomic(const char *path, const char *data, size_t len, mode_t 
         if (!tmp)
                 return -ENOMEM;
         snprintf(tmp, plen + 16, "%s.tmp.%d", path, (int)getpid());
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        /* Made here, so made new: whatever has the name (a writer of this pid that died
+         * before its rename, or a FIFO or a symlink someone put there, which an open would
+         * wait on or write through) goes first. */
+        if (unlink(tmp) < 0 && errno != ENOENT)
+                return -errno;
+        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0)
                 return -errno;
         /* No fsync: rename() keeps readers from ever seeing a partial file, which is what
@@ -135,8 +140,10 @@ int aj_read_file_at(int dirfd, const char *path, size_t max_size, char **ret, si
 int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode)
 {
         _cleanup_close_ int fd = openat(dirfd, path, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, mode);
+        /* ENXIO: a FIFO opened to write with no reader (O_NONBLOCK), a Unix socket, a device
+         * without its driver; never a regular file. */
         if (fd < 0)
-                return -errno;
+                return errno == ENXIO ? -EBADFD : -errno;
         struct stat st;
         int r = aj_fd_regular(fd, &st);
         return r < 0 ? r : TAKE_FD(fd);

@@ -27,8 +27,9 @@ int aj_read_fd(int fd, size_t max_size, char **ret, size_t *ret_len);
  * run directory may have replaced): `flags` (an access mode, O_CREAT with `mode`, ...) plus
  * O_NOFOLLOW (a symlink: -ELOOP), O_NONBLOCK (a FIFO is opened at once, never waited on
  * for a writer or a reader, then refused), O_NOCTTY and O_CLOEXEC; then fstat: a directory
- * is -EISDIR, anything else that is not a regular file -EBADFD (aj_file_error_text). The
- * fd keeps O_NONBLOCK, which a regular file ignores.
+ * is -EISDIR, anything else that is not a regular file -EBADFD (aj_file_error_text), also
+ * what open(2) refuses with ENXIO (a FIFO to write to without a reader, a socket). The fd
+ * keeps O_NONBLOCK, which a regular file ignores.
  */
 int aj_open_regular_at(int dirfd, const char *path, int flags, mode_t mode);
 /* Its check of an open fd: 0 for a regular file (its stat in *ret_st), else -EISDIR, -EBADFD. */

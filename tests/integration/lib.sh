@@ -674,6 +674,20 @@ test_host_up() {
                 ip -n "$TH_NS" link set lo up
 }
 
+# test_dns NS BIND NAME ADDRESS [--delay S] [--log FILE]: tests/helpers/test-dns.py (NAME's A
+# record is ADDRESS) in network namespace NS, in the background (BG_PIDS); 0 once it listens.
+test_dns() {
+        local ns=$1
+        shift
+        ip netns exec "$ns" python3 "$AGENTJAIL_SOURCE_DIR/tests/helpers/test-dns.py" "$@" >/dev/null 2>&1 &
+        BG_PIDS+=("$!")
+        for _ in $(seq 100); do
+                ip netns exec "$ns" ss -Hlun 'sport = :53' | grep -q . && return 0
+                sleep 0.05
+        done
+        return 1
+}
+
 test_host_down() {
         [[ -n ${TH_NS:-} ]] || return 0
         ip link del "$TH_VH" 2>/dev/null

@@ -834,6 +834,37 @@ like "$JAIL_OUT" 'connect=403' "a CONNECT to the address of the provider's host 
 like "$(events_of net.denied)" "$PH port $FP is an address of llm.test, served by the run's LLM gateway" \
         "net.denied names the host the address is of"
 
+# ... and the names are looked up while the jail builds its root, not before it starts: a DNS
+# server in the test host's namespace answers after 400 ms (the supervisor's resolv.conf names
+# it). The root is built before the answer, the command released after it, with the address
+# reserved (fail closed). Looked up when the run was planned, the jail waited for the answer
+# before it started building ("init: root built" after 400 ms).
+if [[ $EUID -eq 0 ]]; then
+        test_dns "$TH_NS" "$PH" slow.test "$PH" --delay 0.4 || fail "a DNS server on the test host" "none listens on $PH:53"
+        printf 'nameserver %s\n' "$PH" >"$T/resolv.conf"
+        printf '#!/bin/sh\nexec unshare -m sh -c '\''mount --bind "$0" /etc/resolv.conf && exec "$@"'\'' %s "%s" "$@"\n' \
+                "$T/resolv.conf" "$AGENTJAIL" >"$T/aj-slowdns"
+        chmod 0755 "$T/aj-slowdns"
+        PS=$(write_profile gwslow '{"extends": "default", '"$PRICES"', "llm": {"providers": {
+                "anthropic": {"url": "https://slow.test:'$FP'", "key_env": "AJ_TEST_ANTHROPIC_KEY", "ca_file": "'$T/ca.pem'"}}}}')
+        AJ_SAVED=$AGENTJAIL AGENTJAIL=$T/aj-slowdns
+        run_jail -vv -p "$PS" --allow-net "$PH:$FP" -- \
+                /bin/sh -c 'curl -sS -o /dev/null -w "connect=%{http_connect}\n" -x http://127.0.0.1:3128 --noproxy "" \
+                        -k "https://'"$PH:$FP"'/v1/messages" 2>&1; true'
+        AGENTJAIL=$AJ_SAVED
+        like "$JAIL_OUT" 'connect=403' "a provider name answered after 400 ms: its address is refused (403)" || jail_diag
+        like "$(events_of net.denied)" "$PH port $FP is an address of slow.test" "net.denied names the slow name"
+        step_ms() { sed -n "s/^agentjail: +\([0-9.]*\) ms $1\$/\1/p" <<<"$JAIL_ERR" | head -1; }
+        BUILT=$(step_ms "init: root built") RESERVED=$(step_ms "LLM provider hosts' addresses reserved")
+        JOINED=$(step_ms "init: joined")
+        diag "slow DNS: root built +${BUILT:-?} ms, addresses reserved +${RESERVED:-?} ms, joined +${JOINED:-?} ms"
+        ok "the jail built its root before the answer (+${BUILT:-?} ms < 400)" awk -v b="$BUILT" 'BEGIN { exit !(b != "" && b < 400) }'
+        ok "the addresses were reserved after it (+${RESERVED:-?} ms >= 400)" \
+                awk -v r="$RESERVED" 'BEGIN { exit !(r != "" && r >= 400) }'
+        ok "the command was released after that (+${JOINED:-?} ms)" \
+                awk -v r="$RESERVED" -v j="$JOINED" 'BEGIN { exit !(r != "" && j != "" && j >= r) }'
+fi
+
 # --- the official SDKs from the npm registry, unchanged, in the jail
 if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
         skip "the official SDKs" "node and npm are needed (bash scripts/setup installs them)"

@@ -287,31 +287,8 @@ else
         # (this host's veth address, a remote host from there); the resolv.conf the
         # supervisor reads searches corp.test. An allowed name that does not exist must not
         # become that one.
-        cat >"$TEST_TMP/dns.py" <<'PY'
-import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 53))
-log = open(sys.argv[1], "a", buffering=1)
-while True:
-    q, peer = s.recvfrom(512)
-    i, labels = 12, []
-    while q[i]:
-        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
-    name, qtype = ".".join(labels).lower(), struct.unpack(">H", q[i + 1:i + 3])[0]
-    log.write("%s %d\n" % (name, qtype))
-    head = lambda rcode, an: q[:2] + struct.pack(">HHHHH", 0x8180 | rcode, 1, an, 0, 0) + q[12:i + 5]
-    if name == "nx.allowed.test.corp.test" and qtype == 1:
-        s.sendto(head(0, 1) + b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 5, 4) + socket.inet_aton(sys.argv[2]), peer)
-    else:
-        s.sendto(head(0 if name == "nx.allowed.test.corp.test" else 3, 0), peer)
-PY
         : >"$TEST_TMP/dns.log"
-        ip netns exec "$NS" python3 "$TEST_TMP/dns.py" "$TEST_TMP/dns.log" "$HOSTIP" >/dev/null 2>&1 &
-        BG_PIDS+=("$!")
-        for _ in $(seq 100); do
-                ip netns exec "$NS" ss -Hlun 'sport = :53' | grep -q . && break
-                sleep 0.05
-        done
+        test_dns "$NS" 127.0.0.1 nx.allowed.test.corp.test "$HOSTIP" --log "$TEST_TMP/dns.log"
         printf 'nameserver 127.0.0.1\nsearch corp.test\n' >"$TEST_TMP/resolv.conf"
         printf '#!/bin/sh\nexec unshare -m sh -c '\''mount --bind "$0" /etc/resolv.conf && exec nsenter --net=/run/netns/%s "$@"'\'' %s "%s" "$@"\n' \
                 "$NS" "$TEST_TMP/resolv.conf" "$AGENTJAIL" >"$TEST_TMP/in-ns-dns"

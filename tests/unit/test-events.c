@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -851,9 +854,28 @@ Test(events, a_refusal_while_held_drops_only_itself)
 
 Test(events, a_failed_commit_leaves_none_of_the_held_events_in_the_chain)
 {
-        /* /dev/full: every write fails with ENOSPC. */
+        /* A full filesystem: every write fails with ENOSPC. (Not /dev/full: the log is a
+         * regular file or nothing.) A tmpfs of one page, filled, in a mount namespace of the
+         * test's own. */
+        char dir[] = "/tmp/aj-events-XXXXXX", path[256];
+        cr_assert_not_null(mkdtemp(dir));
+        if (unshare(CLONE_NEWNS) < 0) {
+                rmdir(dir);
+                cr_skip_test("unshare(CLONE_NEWNS): %s (needs root)", strerror(errno));
+        }
+        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
+        cr_assert_eq(mount("full", dir, "tmpfs", 0, "size=4k"), 0);
+        snprintf(path, sizeof(path), "%s/fill", dir);
+        int fill = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        cr_assert_geq(fill, 0);
+        char page[4096] = { 0 };
+        while (write(fill, page, sizeof(page)) > 0)
+                ;
+        cr_assert_eq(errno, ENOSPC);
+        close(fill);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
         AjEventLog *log = NULL;
-        cr_assert_eq(aj_events_open("/dev/full", "r1", &log), 0);
+        cr_assert_eq(aj_events_open(path, "r1", &log), 0);
         aj_events_hold(log);
         cr_assert_eq(aj_events_emit(log, "tokens", NULL), 0);
         cr_assert_eq(aj_events_emit(log, "tokens", NULL), 0);
@@ -863,6 +885,8 @@ Test(events, a_failed_commit_leaves_none_of_the_held_events_in_the_chain)
         cr_expect_str_eq(aj_events_last_hash(log), AJ_EVENTS_GENESIS);
         cr_expect_eq(aj_events_held_bytes(log), 0);
         aj_events_close(log);
+        umount2(dir, MNT_DETACH);
+        rmdir(dir);
 }
 
 Test(events, fields_printed_by_the_caller)
@@ -1059,4 +1083,32 @@ Test(events, foreach_fails_on_a_line_it_has_no_memory_for)
         cr_expect_eq(aj_events_foreach(path, count_event, &seen, &bad), 0, "with room, it is read");
         cr_expect_eq(seen, 3);
         unlink(path);
+}
+
+/* The chain's writer opens it as its readers do: a symlink in its place is refused, its target
+ * not written, and a FIFO refused at once (an open(2) for writing waited for a reader, the
+ * supervisor held before the run had started). */
+Test(events, writer_refuses_a_symlink_or_a_fifo)
+{
+        char dir[] = "/tmp/aj-events-XXXXXX", path[64], victim[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        snprintf(victim, sizeof(victim), "%s/victim", dir);
+        cr_assert_eq(aj_write_file_atomic(victim, "", 0, 0600), 0);
+        cr_assert_eq(symlink(victim, path), 0);
+        AjEventLog *log = NULL;
+        cr_expect_eq(aj_events_open(path, "0123456789ab", &log), -ELOOP);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(mkfifo(path, 0600), 0);
+        alarm(10); /* without the check, the open never returns */
+        cr_expect_eq(aj_events_open(path, "0123456789ab", &log), -EBADFD);
+        alarm(0);
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(aj_events_open(path, "0123456789ab", &log), 0);
+        cr_expect_eq(aj_events_emit(log, "run.start", NULL), 0);
+        aj_events_close(log);
+        struct stat st;
+        cr_assert_eq(stat(victim, &st), 0);
+        cr_expect_eq(st.st_size, 0);
+        aj_rm_rf(dir);
 }

@@ -349,6 +349,56 @@ Test(net, reserved_host_addresses)
         aj_net_policy_free(p);
 }
 
+/* A provider reserved by a literal (url https://10.1.2.3:4000) is its own address: another
+ * name resolving to it is refused on its port as a name's addresses are. Reserved as text
+ * only, alias.corp -> 10.1.2.3:4000 reached the provider around the gateway. */
+Test(net, reserved_literal_is_its_own_address)
+{
+        char *entries[] = { "10.0.0.0/8", "alias.corp", NULL };
+        AjNetPolicy *p = policy(entries);
+        cr_assert_eq(aj_net_policy_reserve(p, "10.1.2.3", 4000, "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "::ffff:10.9.9.9", 4001, "served by the gateway"), 0);
+        cr_expect_eq(p->reserved_addrs[0].n, 1);
+        struct sockaddr_storage ss = addr("10.1.2.3"), mapped = addr("::ffff:10.9.9.9");
+        cr_assert_eq(aj_net_policy_reserve_address(p, 0, (struct sockaddr *)&ss), 0);
+        cr_expect_eq(p->reserved_addrs[0].n, 1, "found again by a lookup: kept once");
+        AjNetVerdict v;
+        cr_assert_eq(aj_net_check_resolved(p, false, "alias.corp", (struct sockaddr *)&ss, 4000, &v), 0);
+        cr_expect_not(v.allowed, "a name resolving to the literal");
+        cr_expect(v.reserved);
+        cr_expect_str_eq(v.reason, "10.1.2.3 port 4000 is an address of 10.1.2.3, served by the gateway");
+        cr_assert_eq(aj_net_check_resolved(p, false, "alias.corp", (struct sockaddr *)&mapped, 4001, &v), 0);
+        cr_expect_not(v.allowed, "an IPv4-mapped literal is its IPv4 address");
+        cr_assert_eq(aj_net_check_resolved(p, false, "alias.corp", (struct sockaddr *)&ss, 22, &v), 0);
+        cr_expect(v.allowed, "another port of the address is not the provider's");
+        cr_assert_eq(aj_net_check_host(p, "10.1.2.3", 22, &v), 0);
+        cr_expect_not(v.allowed, "the literal itself: every port, as a name");
+        aj_net_policy_free(p);
+}
+
+/* One reading of an IP literal for the allowlist, the resolver, the proxy and the gateway's
+ * TLS (an address is checked as an IP, not as a host name). */
+Test(net, literal_address)
+{
+        struct sockaddr_storage ss;
+        cr_assert(aj_net_literal_address("192.0.2.7", 443, &ss));
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        cr_expect_eq(in->sin_family, AF_INET);
+        cr_expect_eq(ntohs(in->sin_port), 443);
+        cr_expect_eq(ntohl(in->sin_addr.s_addr), 0xc0000207u);
+        cr_assert(aj_net_literal_address("2001:db8::1", 0, &ss));
+        cr_expect_eq(ss.ss_family, AF_INET6);
+        cr_expect_eq(((const struct sockaddr_in6 *)&ss)->sin6_port, 0);
+        cr_expect(aj_net_literal_address("::ffff:10.1.2.3", 0, NULL), "ret may be NULL");
+        static const char *const names[] = { "example.com",   "127.1",         "0x7f000001", "2130706433",
+                                             "[2001:db8::1]", "192.0.2.7:443", "",           " 192.0.2.7" };
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                ss.ss_family = AF_UNIX;
+                cr_expect_not(aj_net_literal_address(names[i], 80, &ss), "'%s' is not a literal", names[i]);
+                cr_expect_eq(ss.ss_family, AF_UNIX, "'%s': *ret written only for a literal", names[i]);
+        }
+}
+
 /* network.ask: the allowlist's syntax plus "*"; matching names, addresses and ports. */
 Test(net, ask_patterns_parse_and_match)
 {

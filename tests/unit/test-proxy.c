@@ -1084,6 +1084,24 @@ Test(live, reserved_host_address_refused)
         live_stop(&l);
 }
 
+/* A provider reserved by a literal is no name to look up: its reservation holds its address
+ * already (net.h), and aj_resolve_reserved() finds it as itself, once, nothing unresolved. */
+Test(host_addrs, reserved_literal_resolves_to_itself)
+{
+        AjNetPolicy *p = NULL;
+        size_t bad;
+        AjError err = {};
+        cr_assert_eq(aj_net_policy_parse((char *[]){ "10.0.0.0/8", NULL }, &p, &bad, &err), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "192.0.2.9", 4000, "served by the gateway"), 0);
+        cr_assert_eq(aj_net_policy_reserve(p, "2001:db8::9", 4000, "served by the gateway"), 0);
+        char **unresolved = NULL;
+        cr_assert_eq(aj_resolve_reserved(p, 2000, &unresolved), 0);
+        cr_expect_null(unresolved, "%s", unresolved ? unresolved[0] : "");
+        cr_expect_eq(p->reserved_addrs[0].n, 1);
+        cr_expect_eq(p->reserved_addrs[1].n, 1);
+        aj_net_policy_free(p);
+}
+
 Test(live, socks5_domain_ipv4_ipv6)
 {
         Live l;

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "events.h"
+#include "run-record-internal.h"
 #include "run-record.h"
 #include "util/fd.h"
 
@@ -697,4 +699,54 @@ Test(record, live_lock_is_held_while_any_holder_lives)
         cr_assert_eq(symlink("/etc/passwd", path), 0);
         cr_expect_lt(aj_run_live_held(root), 0, "a symlink is not followed: cannot tell");
         cr_expect_neq(aj_run_live_held(root), -ENOENT);
+}
+
+/* The records' room is made again at each thaw, over what is there: a FIFO in its place is
+ * refused at once (the supervisor waited in open(2) for a reader), a symlink refused with its
+ * target left unallocated. */
+Test(record, room_must_be_a_regular_file)
+{
+        char path[300], victim[300];
+        cr_assert_eq(aj_run_file_path(root, "records.room", path, sizeof(path)), 0);
+        cr_assert_eq(aj_run_file_path(root, "victim", victim, sizeof(victim)), 0);
+        cr_assert_eq(mkfifo(path, 0600), 0);
+        alarm(10); /* without the check, the open never returns */
+        cr_expect_eq(aj_run_room_make(root), -EBADFD);
+        alarm(0);
+        cr_assert_eq(unlink(path), 0);
+        write_text("victim", "");
+        cr_assert_eq(symlink(victim, path), 0);
+        cr_expect_eq(aj_run_room_make(root), -ELOOP);
+        struct stat st;
+        cr_assert_eq(stat(victim, &st), 0);
+        cr_expect_eq(st.st_blocks, 0);
+        cr_assert_eq(unlink(path), 0);
+        int r = aj_run_room_make(root);
+        cr_expect(r == 0 || r == -EOPNOTSUPP, "%s", strerror(-r));
+}
+
+/* run.json (and every record written whole) goes through a temporary file of the writer's
+ * pid, made new: a FIFO put at that name is not waited on, a symlink not written through. */
+Test(record, json_written_through_a_new_temporary_file)
+{
+        char tmp[300], victim[300];
+        cr_assert_eq(aj_run_file_path(root, "victim", victim, sizeof(victim)), 0);
+        snprintf(tmp, sizeof(tmp), "%s/run.json.tmp.%d", root, (int)getpid());
+        cr_assert_eq(mkfifo(tmp, 0600), 0);
+        json_t *doc = json_pack("{s:s}", "id", "abcd00000001");
+        alarm(10); /* without a new file, the open never returns */
+        cr_expect_eq(aj_run_file_write_json(root, "run.json", doc), 0);
+        alarm(0);
+        write_text("victim", "");
+        cr_assert_eq(symlink(victim, tmp), 0);
+        cr_expect_eq(aj_run_file_write_json(root, "run.json", doc), 0);
+        json_decref(doc);
+        struct stat st;
+        cr_assert_eq(stat(victim, &st), 0);
+        cr_expect_eq(st.st_size, 0, "the symlink's target was written");
+        cr_expect_eq(lstat(tmp, &st), -1, "the temporary file was renamed");
+        json_t *back = NULL;
+        cr_assert_eq(aj_run_file_read_json(root, "run.json", &back), 0);
+        cr_expect_str_eq(json_string_value(json_object_get(back, "id")), "abcd00000001");
+        json_decref(back);
 }

@@ -18,6 +18,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,7 +29,9 @@
 #include "supervisor/disk.h"
 #include "supervisor/netpeer.h"
 #include "supervisor/operator.h"
+#include "supervisor/output.h"
 #include "supervisor/wall.h"
+#include "util/fd.h"
 #include "util/format.h"
 #include "util/loop.h"
 
@@ -1039,4 +1042,36 @@ Test(disk, start_and_thaw_checks)
         aj_sup_disk_stop(&d);
         aj_sup_disk_done(&d);
         aj_loop_free(loop);
+}
+
+/* The output logs are opened as the run's other records: a FIFO in stdout.log's place (whoever
+ * can write the run directory) is refused at once, not waited on for a reader with the
+ * supervisor held in open(2); a symlink in stderr.log's is refused, its target not written. */
+Test(supervisor, output_logs_must_be_regular_files)
+{
+        char dir[] = "/tmp/aj-output-XXXXXX", path[64], victim[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/stdout.log", dir);
+        cr_assert_eq(mkfifo(path, 0600), 0);
+        AjSupOutput o = AJ_SUP_OUTPUT_INIT;
+        alarm(10); /* without the check, the open never returns */
+        cr_expect_eq(aj_sup_output_open_logs(&o, dir, false), -EBADFD);
+        alarm(0);
+        aj_sup_output_done(&o);
+        cr_assert_eq(unlink(path), 0);
+        snprintf(victim, sizeof(victim), "%s/victim", dir);
+        cr_assert_eq(aj_write_file_atomic(victim, "", 0, 0600), 0);
+        snprintf(path, sizeof(path), "%s/stderr.log", dir);
+        cr_assert_eq(symlink(victim, path), 0);
+        AjSupOutput o2 = AJ_SUP_OUTPUT_INIT;
+        cr_expect_eq(aj_sup_output_open_logs(&o2, dir, false), -ELOOP);
+        aj_sup_output_done(&o2);
+        cr_assert_eq(unlink(path), 0);
+        AjSupOutput o3 = AJ_SUP_OUTPUT_INIT;
+        cr_expect_eq(aj_sup_output_open_logs(&o3, dir, false), 0);
+        aj_sup_output_done(&o3);
+        struct stat st;
+        cr_assert_eq(stat(victim, &st), 0);
+        cr_expect_eq(st.st_size, 0);
+        aj_rm_rf(dir);
 }
