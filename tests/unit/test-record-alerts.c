@@ -4,6 +4,7 @@
  * versions kept in the document as read. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -385,4 +386,33 @@ Test(record_alerts, alert_log_must_be_a_regular_file)
         cr_assert_eq(aj_read_file(log, 4096, &text, &len), 0);
         cr_assert_str_eq(text, "{}\n");
         free(text);
+}
+
+/* The alert runs on the host as the operator, started by the supervisor, whose directory is
+ * where `agentjail run` was started: the workspace, as a rule, which the agent writes. There
+ * a `git status` in an alert script read the agent's .git/config (core.fsmonitor: a command
+ * git runs). It starts in "/", as the rollback handler does. */
+Test(record_alerts, alert_starts_outside_the_workspace)
+{
+        write_text("approval.json", "{}\n");
+        char here[300], log[300];
+        snprintf(here, sizeof(here), "%s/ws", root);
+        cr_assert_eq(mkdir(here, 0700), 0);
+        int saved = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(saved, 0);
+        cr_assert_eq(chdir(here), 0);
+        AjAlert a = {};
+        int r = aj_alert_start((char *[]){ "/bin/sh", "-c", "pwd", NULL }, root, "0123456789ab", "approval",
+                               "approval.json", 5000000000ULL, &a);
+        cr_assert_eq(fchdir(saved), 0);
+        close(saved);
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+        siginfo_t si = {};
+        cr_assert_eq(waitid(P_PIDFD, (id_t)a.pidfd, &si, WEXITED), 0);
+        close(a.pidfd);
+        cr_assert_eq(aj_run_file_path(root, "alert.log", log, sizeof(log)), 0);
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(log, 4096, &text, &len), 0);
+        cr_expect_str_eq(text, "/\n", "the alert's directory");
 }
