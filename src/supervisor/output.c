@@ -155,6 +155,7 @@ static void flush(AjSupOutput *o, AjSupStream *s)
 
 static void pass_on(AjSupOutput *o, AjSupStream *s, const char *buf, size_t n)
 {
+        s->passed |= n > 0;
         if (s->wfd < 0) {
                 if (aj_write_all(s->out, buf, n) < 0)
                         s->out = -1;
@@ -248,12 +249,30 @@ void aj_sup_output_stop(AjSupOutput *o)
         }
 }
 
+/* What a slow reader has not taken yet, blocking: nothing else waits on the loop now. */
+static void write_rest(AjSupStream *s)
+{
+        if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len && aj_fd_set_nonblock(s->wfd, false) >= 0)
+                (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+        s->pend_off = s->pend_len = 0;
+}
+
+void aj_sup_output_reset_terminals(AjSupOutput *o)
+{
+        for (int i = 0; i < 2; i++) {
+                AjSupStream *s = &o->streams[i];
+                write_rest(s);
+                if (s->passed && s->out >= 0)
+                        (void)aj_tty_reset_rendition(s->out, AJ_TTY_FENCE_MS);
+                s->passed = false;
+        }
+}
+
 void aj_sup_output_done(AjSupOutput *o)
 {
         for (int i = 0; i < 2; i++) {
                 AjSupStream *s = &o->streams[i];
-                if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len && aj_fd_set_nonblock(s->wfd, false) >= 0)
-                        (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+                write_rest(s);
                 if (s->wfd_restore >= 0)
                         (void)fcntl(i + 1, F_SETFL, s->wfd_restore);
                 if (s->wfd >= 0)

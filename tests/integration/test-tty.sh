@@ -441,6 +441,18 @@ T set-option -g set-clipboard external
 rm -f "$WORKSPACE/clip.sh" "$WORKSPACE/clip.ctl" "$WORKSPACE/clip.got"
 
 # ---------------------------------------------------------------------------------------
+# --no-tty from a terminal: the jail's output goes through pipes, but still to this terminal,
+# and what it left set (a control string open, concealed text, line drawing) would hide
+# agentjail's messages after the run and the shell's prompt, as with a terminal of its own.
+pane_start notty-hide --no-tty -- sh -c 'printf "\033[8m\033(0\033P1|open"'
+if pane_done notty-hide 15; then
+        is "$PANE_RC" 0 "--no-tty: a jail leaving its terminal concealed exits 0"
+        shown=$(T capture-pane -p -e -t notty-hide | grep -a 'DRIVER-DONE')
+        unlike "$shown" $'\e\\[8m|\x0e' "--no-tty: what the shell prints after the run is neither concealed nor in line drawing"
+else
+        fail "--no-tty: what the shell prints after the run is shown (no control string left open)"
+fi
+
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)
 pane_start notty --no-tty -- sh -c '[ -t 0 ] || echo STDIN-NOT-A-TERMINAL; cat; echo CAT-SAW-EOF'
 if pane_done notty; then
