@@ -547,6 +547,8 @@ static bool terminal_ours(int fd)
         return fg <= 0 || fg == getpgrp(); /* else the shell has the terminal: its input is its own */
 }
 
+const char *aj_tty_reset_text(void) { return reset; }
+
 int aj_tty_reset_rendition(int fd, int timeout_ms)
 {
         if (fd < 0 || !terminal_ours(fd))

@@ -124,4 +124,6 @@ int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms);
  * foreground, within timeout_ms (a stopped terminal: -ETIMEDOUT). 0 when written or not a
  * terminal, else -errno. */
 int aj_tty_reset_rendition(int fd, int timeout_ms);
+/* That reset's text (for log.h aj_log_set_lead). */
+const char *aj_tty_reset_text(void);
 void aj_tty_relay_free(AjTtyRelay *t);

@@ -233,6 +233,9 @@ int aj_sup_output_start(AjSupOutput *o)
                 if (r < 0)
                         return r;
         }
+        /* The jail's stderr goes to ours: a terminal, its messages share it with the jail. */
+        if (o->streams[1].out >= 0 && isatty(o->streams[1].out))
+                aj_log_set_lead(aj_tty_reset_text());
         return 0;
 }
 
@@ -266,6 +269,7 @@ void aj_sup_output_reset_terminals(AjSupOutput *o)
                         (void)aj_tty_reset_rendition(s->out, AJ_TTY_FENCE_MS);
                 s->passed = false;
         }
+        aj_log_set_lead(NULL);
 }
 
 void aj_sup_output_done(AjSupOutput *o)

@@ -453,6 +453,24 @@ else
         fail "--no-tty: what the shell prints after the run is shown (no control string left open)"
 fi
 
+# While the run goes on, agentjail's own messages share the terminal with the jail's output:
+# one the jail left a control string open or the rendition concealed for (a breach it
+# crossed next: "freezing it") is still shown, with a terminal of its own and without.
+WARN_PROFILE=$(write_profile tty-warn '{"extends": "default", "meters": {"tokens": 1000}}')
+for mode in -t --no-tty; do
+        name=warn${mode//-/}
+        pane_start "$name" "$mode" -p "$WARN_PROFILE" -- sh -c \
+                'printf "\033[8m\033P1|open"; agentjail meter tokens --model m --input 5000 --output 1; sleep 100'
+        if run_dir=$(wait_run_dir 10) && pane_wait "$name" 'breached its tokens cap' 10; then
+                shown=$(T capture-pane -p -e -t "$name" | grep -a 'breached its tokens cap')
+                unlike "$shown" $'\e\\[8m' "$mode: agentjail's warning is not concealed by the jail's rendition"
+        else
+                fail "$mode: agentjail's warning is shown though the jail left a control string open" "$PANE"
+        fi
+        [[ -n "$run_dir" ]] && aj kill "${run_dir##*/}"
+        pane_done "$name" 15 || true
+done
+
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)
 pane_start notty --no-tty -- sh -c '[ -t 0 ] || echo STDIN-NOT-A-TERMINAL; cat; echo CAT-SAW-EOF'
 if pane_done notty; then
