@@ -162,7 +162,7 @@ void aj_sup_alert_finish(AjSupAlert *a)
                 do
                         n = poll(&pfd, 1, timeout);
                 while (n < 0 && errno == EINTR);
-                alert_event(a, n == 0);
+                alert_event(a, n <= 0); /* past its time, or poll failed: killed, so the loop ends */
         }
         memset(a->queued, 0, sizeof(a->queued)); /* could not start: alert_start said why */
 }
