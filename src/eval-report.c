@@ -111,7 +111,14 @@ int aj_xml_escape_append(char **buf, size_t *len, const char *s)
                         p++;
                 } else {
                         size_t n = utf8_len(p);
-                        r = n ? append(buf, len, (const char *)p, n) : append(buf, len, "?", 1);
+                        if (n > 1 && !aj_printable_as_is((const char *)p, n)) {
+                                /* What util/format.h hides (C1, bidi, invisible): a reference,
+                                 * the same text for a parser, nothing for a terminal or a page. */
+                                char ref[16];
+                                int k = snprintf(ref, sizeof(ref), "&#x%x;", (unsigned)aj_utf8_code_point(p, n));
+                                r = append(buf, len, ref, (size_t)k);
+                        } else
+                                r = n ? append(buf, len, (const char *)p, n) : append(buf, len, "?", 1);
                         p += n ? n : 1;
                 }
                 if (r < 0)

@@ -202,6 +202,8 @@ char *aj_eval_junit(const AjEvalSuite *s, const AjEvalResult *results, size_t n,
 /* {"suite", "file", "passed", "failed", "errors", "cases": [{"name", "result", "seconds",
  * "run", "exit", "assertions", "failures", "error"}]}. New reference or NULL. */
 json_t *aj_eval_report_json(const AjEvalSuite *s, const AjEvalResult *results, size_t n);
-/* XML 1.0 text with &<>"' escaped; control characters and invalid UTF-8 become '?'.
+/* XML 1.0 text with &<>"' escaped; control characters and invalid UTF-8 become '?'; what
+ * util/format.h hides (C1 controls, bidi controls, invisible code points) becomes a
+ * character reference ("&#x202e;").
  * Appends to a NUL-terminated malloc'ed string; -ENOMEM. */
 int aj_xml_escape_append(char **buf, size_t *len, const char *s);

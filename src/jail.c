@@ -608,6 +608,7 @@ static void finish_records(Run *run, bool supervised)
         if (!supervised)
                 aj_run_write_launcher_error(run);
         aj_sup_terminal_restore(&run->term);
+        aj_sup_output_reset_terminals(&run->output);
         if (run->opts->json && run->final_rec) {
                 /* json_dumps escapes C0 only; the record holds names the agent chose. */
                 _cleanup_free_ char *text = json_dumps(run->final_rec->doc, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -10,11 +10,13 @@
 
 static AjLogLevel max_level = AJ_LOG_WARNING;
 static const char *line_end = "\n";
+static const char *lead = "";
 
 void aj_log_set_level(AjLogLevel max) { max_level = max; }
 
 bool aj_log_enabled(AjLogLevel level) { return level <= max_level; }
 void aj_log_set_crlf(bool crlf) { line_end = crlf ? "\r\n" : "\n"; }
+void aj_log_set_lead(const char *text) { lead = text ? text : ""; }
 
 static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
 {
@@ -33,9 +35,9 @@ static void vlog(AjLogLevel level, const char *fmt, va_list ap, int err)
         aj_append_printable(shown, sizeof(shown), buf, SIZE_MAX);
         const char *prefix = level == AJ_LOG_WARNING ? "warning: " : "";
         if (err)
-                fprintf(stderr, "agentjail: %s%s: %s%s", prefix, shown, strerror(-err), line_end);
+                fprintf(stderr, "%sagentjail: %s%s: %s%s", lead, prefix, shown, strerror(-err), line_end);
         else
-                fprintf(stderr, "agentjail: %s%s%s", prefix, shown, line_end);
+                fprintf(stderr, "%sagentjail: %s%s%s", lead, prefix, shown, line_end);
 }
 
 void aj_log(AjLogLevel level, const char *fmt, ...)

@@ -52,7 +52,10 @@ int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, c
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, NULL);
                 signal(SIGPIPE, SIG_DFL);
-                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+                /* Not the supervisor's directory: that is where `agentjail run` started,
+                 * the workspace as a rule, which the agent writes (a git command run there
+                 * reads the agent's .git/config: core.fsmonitor is a command). */
+                if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0 || chdir("/") < 0)
                         _exit(127);
                 setenv("AGENTJAIL_RUN_ID", run_id, 1);
                 setenv("AGENTJAIL_ALERT", kind, 1);

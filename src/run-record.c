@@ -13,6 +13,7 @@
 
 #include "run-record-internal.h"
 #include "run-record.h"
+#include "util/format.h"
 #include "util/fd.h"
 #include "util/sha256.h"
 
@@ -103,7 +104,12 @@ static int write_json(const char *run_dir, const char *name, json_t *doc, size_t
         int r = aj_run_file_path(run_dir, name, path, sizeof(path));
         if (r < 0)
                 return r;
-        _cleanup_free_ char *text = json_dumps(doc, flags | JSON_PRESERVE_ORDER);
+        _cleanup_free_ char *dumped = json_dumps(doc, flags | JSON_PRESERVE_ORDER);
+        /* The agent's text in a record (a tool's name and arguments in approval.json, the
+         * breaching request in incident.json) reaches the alert command's stdin and an
+         * operator's cat or jq: nothing in it a terminal acts on or that reorders a line
+         * (util/format.h), as in events.jsonl. The same JSON for a parser. */
+        _cleanup_free_ char *text = dumped ? aj_json_text_hidden_escaped(dumped) : NULL;
         if (!text)
                 return -ENOMEM;
         size_t n = strlen(text);

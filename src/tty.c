@@ -531,19 +531,35 @@ static int write_until(int fd, const char *text, size_t len, uint64_t deadline)
         return 0;
 }
 
+/* What a jail's output may leave set that would hide or garble what is printed after it
+ * (agentjail's warnings, the shell's prompt): a control string left open (DCS, OSC: it
+ * swallowed everything after) ended by CAN and by ST (tmux's DCS takes CAN as data), then
+ * the rendition (concealed, black on black) and the character sets (line drawing in place
+ * of letters). */
+static const char reset[] = "\x18\x1b\\\x1b[0m\x1b(B\x1b)B\x0f";
+
+/* Is fd a terminal whose foreground is this process group's (or nobody's)? */
+static bool terminal_ours(int fd)
+{
+        if (!isatty(fd))
+                return false;
+        pid_t fg = tcgetpgrp(fd);
+        return fg <= 0 || fg == getpgrp(); /* else the shell has the terminal: its input is its own */
+}
+
+const char *aj_tty_reset_text(void) { return reset; }
+
+int aj_tty_reset_rendition(int fd, int timeout_ms)
+{
+        if (fd < 0 || !terminal_ours(fd))
+                return 0;
+        return write_until(fd, reset, sizeof(reset) - 1, aj_now_monotonic_ns() + (uint64_t)timeout_ms * 1000000u);
+}
+
 int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms)
 {
-        if (!t->shown || t->out_broken || t->from_jail.len > 0 || !isatty(t->out.fd))
+        if (!t->shown || t->out_broken || t->from_jail.len > 0 || !terminal_ours(t->out.fd))
                 return 0;
-        pid_t fg = tcgetpgrp(t->out.fd);
-        if (fg > 0 && fg != getpgrp())
-                return 0; /* the shell has the terminal: its input is its own */
-        /* What the jail left set that would hide or garble what is printed after it
-         * (agentjail's warnings, the shell's prompt): a control string left open (DCS,
-         * OSC: it swallowed everything after) ended by CAN and by ST (tmux's DCS takes
-         * CAN as data), then the rendition (concealed, black on black) and the character
-         * sets (line drawing in place of letters). */
-        static const char reset[] = "\x18\x1b\\\x1b[0m\x1b(B\x1b)B\x0f";
         static const char query[] = "\x1b[c";
         bool fence = t->in.fd >= 0 && !t->in_eof && same_terminal(t->in.fd, t->out.fd);
         char text[sizeof(reset) + sizeof(query)];

@@ -119,4 +119,11 @@ size_t aj_tty_clipboard_read_at(const unsigned char *p, size_t n);
  * or nothing to do, else -errno. */
 #define AJ_TTY_FENCE_MS 500
 int aj_tty_relay_fence(AjTtyRelay *t, int timeout_ms);
+/* The reset above alone, for output that reached a terminal through a pipe (a --no-tty run
+ * from a terminal): written to fd when it is a terminal this process group has in the
+ * foreground, within timeout_ms (a stopped terminal: -ETIMEDOUT). 0 when written or not a
+ * terminal, else -errno. */
+int aj_tty_reset_rendition(int fd, int timeout_ms);
+/* That reset's text (for log.h aj_log_set_lead). */
+const char *aj_tty_reset_text(void);
 void aj_tty_relay_free(AjTtyRelay *t);

@@ -80,26 +80,26 @@ static const char *shown(const char *s, char buf[static SHOWN_MAX])
 #define SHOWN(s) shown((s), (char[SHOWN_MAX]){ 0 })
 
 /* An undo record (compact JSON text, as the journal holds it) as the plan shows it: ASCII,
- * on a line, cut at PLAN_UNDO_MAX characters. Parsed here, one at a time: the journal holds
- * the agent's values as text. NULL: not JSON, or out of memory. */
-static char *shown_undo(const char *text)
+ * on a line, cut at `max` characters (SIZE_MAX: whole). Parsed here, one at a time: the
+ * journal holds the agent's values as text. NULL: not JSON, or out of memory. */
+static char *shown_undo(const char *text, size_t max)
 {
         if (!text || (text[0] != '{' && text[0] != '['))
                 return NULL; /* a scalar is shown as none, as it always was (jansson dumps containers) */
         const char *p = text;
-        while (*p && (unsigned char)*p < 0x80 && p - text <= PLAN_UNDO_MAX)
+        while (*p && (unsigned char)*p < 0x80 && (size_t)(p - text) <= max)
                 p++;
-        if (!*p || p - text > PLAN_UNDO_MAX) { /* ASCII as far as it is shown: the text is its ASCII form */
-                char *u = strndup(text, PLAN_UNDO_MAX + 1);
-                if (u && strlen(u) > PLAN_UNDO_MAX)
-                        strcpy(u + PLAN_UNDO_MAX - 3, "...");
+        if (!*p || (size_t)(p - text) > max) { /* ASCII as far as it is shown: the text is its ASCII form */
+                char *u = max == SIZE_MAX ? strdup(text) : strndup(text, max + 1);
+                if (u && strlen(u) > max)
+                        strcpy(u + max - 3, "...");
                 return u;
         }
         json_auto_t *undo = json_loads(text, JSON_DECODE_ANY, NULL);
         char *u = undo ? json_dumps(undo, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII | JSON_ENCODE_ANY)
                        : NULL;
-        if (u && strlen(u) > PLAN_UNDO_MAX) /* the agent's: a line, not a page */
-                strcpy(u + PLAN_UNDO_MAX - 3, "...");
+        if (u && strlen(u) > max) /* the agent's: a line, not a page */
+                strcpy(u + max - 3, "...");
         return u;
 }
 
@@ -260,7 +260,7 @@ static void print_calls(json_t *calls, size_t with_undo, size_t unreversible, si
                        orphans == 1 ? "" : "s");
         printf("\n");
         json_array_foreach (calls, i, c) {
-                _cleanup_free_ char *u = shown_undo(cli_jstr(c, "undo"));
+                _cleanup_free_ char *u = shown_undo(cli_jstr(c, "undo"), PLAN_UNDO_MAX);
                 const char *st = cli_jstr(c, "status") ?: "?";
                 const char *rolled = cli_jstr(json_object_get(c, "rollback"), "result");
                 const char *orphan = cli_jstr(c, "orphan");
@@ -389,15 +389,21 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
         print_header(run, p, prof, timeout_ns);
         for (size_t i = 0; i < p->n; i++) {
                 const AjRollbackStep *s = &p->steps[i];
-                _cleanup_free_ char *undo = shown_undo(s->undo);
+                /* A held step is what `--approve CALL` lets run: its undo record is shown
+                 * whole, on the line below (the agent orders its members: a padded first
+                 * one pushed the rest past a cut); the others' are cut. */
+                bool held = s->action == AJ_ROLLBACK_HELD;
+                _cleanup_free_ char *undo = shown_undo(s->undo, held ? SIZE_MAX : PLAN_UNDO_MAX);
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
                          s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
                          SHOWN(s->call_id));
-                print_step(s, s->action == AJ_ROLLBACK_HELD      ? gate
+                print_step(s, held                               ? gate
                               : s->action == AJ_ROLLBACK_APPLIED ? "(the chain has it applied)"
                               : undo                             ? undo
                                                                  : "?");
+                if (held)
+                        printf("        undo %s\n", undo ?: "?");
         }
         printf("%zu to run, %zu applied already, %zu held for approval", p->to_run, p->applied, p->held);
         if (p->without_undo)

@@ -22,6 +22,16 @@
 
 static bool configured(const AjSupAlert *a) { return a->cfg.argv && a->cfg.argv[0]; }
 
+static void start_queued(AjSupAlert *a)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(a->queued) && a->alert.pidfd < 0; i++) {
+                const char *kind = a->queued[i].kind, *input = a->queued[i].input;
+                a->queued[i].kind = a->queued[i].input = NULL;
+                if (kind)
+                        aj_sup_alert_start(a, kind, input);
+        }
+}
+
 /* The alert's pidfd (timer false) or its timer (true) fired. */
 static void alert_event(AjSupAlert *a, bool timer)
 {
@@ -51,6 +61,7 @@ static void alert_event(AjSupAlert *a, bool timer)
         close(a->alert.pidfd);
         a->alert.pidfd = -1;
         aj_loop_timer_stop(&a->timer);
+        start_queued(a);
 }
 
 static void on_alert_exit(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
@@ -77,8 +88,14 @@ void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
                 return;
         uint64_t timeout = a->cfg.timeout_ns ? a->cfg.timeout_ns : ALERT_TIMEOUT_DEFAULT_NS;
         if (a->alert.pidfd >= 0) {
-                aj_sup_emit(&a->events, "alert.skipped",
-                            json_pack("{s:s}", "why", "the previous alert is still running"));
+                /* Not dropped: the agent could hold a call just before it crosses a cap. */
+                size_t slot = streq(kind, "breach") ? 0 : 1;
+                if (a->queued[slot].kind)
+                        aj_sup_emit(&a->events, "alert.skipped",
+                                    json_pack("{s:s, s:s}", "kind", a->queued[slot].kind, "why",
+                                              "a newer one waits in its place for the running alert"));
+                a->queued[slot].kind = kind;
+                a->queued[slot].input = input;
                 return;
         }
         int r = aj_alert_start(a->cfg.argv, a->cfg.run_dir, a->cfg.id, kind, input, timeout, &a->alert);
@@ -136,14 +153,16 @@ void aj_sup_alert_approval(AjSupAlert *a, json_t *call)
 
 void aj_sup_alert_finish(AjSupAlert *a)
 {
-        if (a->alert.pidfd < 0)
-                return;
-        uint64_t now = aj_now_monotonic_ns();
-        int timeout = a->alert.deadline_ns > now ? (int)((a->alert.deadline_ns - now) / 1000000) + 1 : 0;
-        struct pollfd pfd = { .fd = a->alert.pidfd, .events = POLLIN };
-        int n;
-        do
-                n = poll(&pfd, 1, timeout);
-        while (n < 0 && errno == EINTR);
-        alert_event(a, n == 0);
+        /* Each ending alert starts one waiting (alert_event): at most three in all. */
+        while (a->alert.pidfd >= 0) {
+                uint64_t now = aj_now_monotonic_ns();
+                int timeout = a->alert.deadline_ns > now ? (int)((a->alert.deadline_ns - now) / 1000000) + 1 : 0;
+                struct pollfd pfd = { .fd = a->alert.pidfd, .events = POLLIN };
+                int n;
+                do
+                        n = poll(&pfd, 1, timeout);
+                while (n < 0 && errno == EINTR);
+                alert_event(a, n <= 0); /* past its time, or poll failed: killed, so the loop ends */
+        }
+        memset(a->queued, 0, sizeof(a->queued)); /* could not start: alert_start said why */
 }

@@ -28,6 +28,11 @@ typedef struct {
         AjAlert alert;
         AjLoopIo *io;
         AjLoopTimer timer;
+        /* The alerts waiting for the running one to end, kind and input (string literals)
+         * or NULL: [0] a breach's, [1] an approval's; run in that order. */
+        struct {
+                const char *kind, *input;
+        } queued[2];
 } AjSupAlert;
 
 #define AJ_SUP_ALERT_INIT               \
@@ -36,9 +41,14 @@ typedef struct {
         }
 
 void aj_sup_alert_init(AjSupAlert *a, AjLoop *loop, const AjSupAlertConfig *cfg, const AjSupSink *events);
-/* Runs the alert with <run dir>/<input> as stdin, unless one is still running. */
+/* Runs the alert with <run dir>/<input> as stdin; while one is still running, it waits to
+ * run next (kind and input must outlive it: string literals): one of each kind at most, a
+ * breach's first, a newer one of a kind in the older one's place (alert.skipped; the file
+ * holds the newest request). So an agent holding a call just before it crosses a cap
+ * cannot keep the breach from its owner. */
 void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input);
 /* A tool call waits for an operator: approval.json, then the alert. */
 void aj_sup_alert_approval(AjSupAlert *a, json_t *call);
-/* After the run: an alert still running gets what is left of its time, then is killed. */
+/* After the run: an alert still running gets what is left of its time, then is killed; then
+ * the one waiting, if any, runs the same way. */
 void aj_sup_alert_finish(AjSupAlert *a);

@@ -153,6 +153,7 @@ static void flush(AjSupOutput *o, AjSupStream *s)
 
 static void pass_on(AjSupOutput *o, AjSupStream *s, const char *buf, size_t n)
 {
+        s->passed |= n > 0;
         if (s->wfd < 0) {
                 if (aj_write_all(s->out, buf, n) < 0)
                         s->out = -1;
@@ -230,6 +231,9 @@ int aj_sup_output_start(AjSupOutput *o)
                 if (r < 0)
                         return r;
         }
+        /* The jail's stderr goes to ours: a terminal, its messages share it with the jail. */
+        if (o->streams[1].out >= 0 && isatty(o->streams[1].out))
+                aj_log_set_lead(aj_tty_reset_text());
         return 0;
 }
 
@@ -246,12 +250,31 @@ void aj_sup_output_stop(AjSupOutput *o)
         }
 }
 
+/* What a slow reader has not taken yet, blocking: nothing else waits on the loop now. */
+static void write_rest(AjSupStream *s)
+{
+        if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len && aj_fd_set_nonblock(s->wfd, false) >= 0)
+                (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+        s->pend_off = s->pend_len = 0;
+}
+
+void aj_sup_output_reset_terminals(AjSupOutput *o)
+{
+        for (int i = 0; i < 2; i++) {
+                AjSupStream *s = &o->streams[i];
+                write_rest(s);
+                if (s->passed && s->out >= 0)
+                        (void)aj_tty_reset_rendition(s->out, AJ_TTY_FENCE_MS);
+                s->passed = false;
+        }
+        aj_log_set_lead(NULL);
+}
+
 void aj_sup_output_done(AjSupOutput *o)
 {
         for (int i = 0; i < 2; i++) {
                 AjSupStream *s = &o->streams[i];
-                if (s->wfd >= 0 && s->out >= 0 && s->pend_off < s->pend_len && aj_fd_set_nonblock(s->wfd, false) >= 0)
-                        (void)aj_write_all(s->wfd, s->pend + s->pend_off, s->pend_len - s->pend_off);
+                write_rest(s);
                 if (s->wfd_restore >= 0)
                         (void)fcntl(i + 1, F_SETFL, s->wfd_restore);
                 if (s->wfd >= 0)

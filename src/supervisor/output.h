@@ -33,6 +33,7 @@ typedef struct {
         AjLoopIo *wio;   /* wfd in the loop, waiting for room */
         char *pend;
         size_t pend_len, pend_off;
+        bool passed; /* some of the jail's output was passed on to `out` */
 } AjSupStream;
 
 typedef struct {
@@ -77,6 +78,12 @@ bool aj_sup_output_pending(const AjSupOutput *o);
 size_t aj_sup_output_abandon_reader(AjSupOutput *o);
 /* Out of the loop (before it is freed). */
 void aj_sup_output_stop(AjSupOutput *o);
+/* The run is over, before agentjail's last messages: the rest to a reader that was slow
+ * (blocking), then, on each of our stdout and stderr that is a terminal the jail's output
+ * reached, what the jail left set that would hide what comes after (aj_tty_reset_rendition:
+ * a control string left open, concealed text, line drawing), as a terminal of its own is
+ * reset (aj_tty_relay_fence). */
+void aj_sup_output_reset_terminals(AjSupOutput *o);
 /* At the very end, after the records and the clean up: the rest to a reader that was slow,
  * blocking now that nothing else waits on the loop; the shared flags put back; closed. */
 void aj_sup_output_done(AjSupOutput *o);

@@ -20,6 +20,7 @@ static void raw(AjSupTerminal *t)
         else {
                 t->term_raw = true;
                 aj_log_set_crlf(isatty(STDERR_FILENO));
+                aj_log_set_lead(isatty(STDERR_FILENO) ? aj_tty_reset_text() : NULL);
         }
 }
 
@@ -34,6 +35,7 @@ void aj_sup_terminal_restore(AjSupTerminal *t)
                 (void)aj_tty_restore(t->term_fd, &t->term_saved);
                 t->term_raw = false;
                 aj_log_set_crlf(false);
+                aj_log_set_lead(NULL);
         }
         unsigned reads = t->relay ? aj_tty_relay_clipboard_reads(t->relay) : 0;
         if (reads > t->clipboard_reads_told) {

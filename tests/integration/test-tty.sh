@@ -441,6 +441,36 @@ T set-option -g set-clipboard external
 rm -f "$WORKSPACE/clip.sh" "$WORKSPACE/clip.ctl" "$WORKSPACE/clip.got"
 
 # ---------------------------------------------------------------------------------------
+# --no-tty from a terminal: the jail's output goes through pipes, but still to this terminal,
+# and what it left set (a control string open, concealed text, line drawing) would hide
+# agentjail's messages after the run and the shell's prompt, as with a terminal of its own.
+pane_start notty-hide --no-tty -- sh -c 'printf "\033[8m\033(0\033P1|open"'
+if pane_done notty-hide 15; then
+        is "$PANE_RC" 0 "--no-tty: a jail leaving its terminal concealed exits 0"
+        shown=$(T capture-pane -p -e -t notty-hide | grep -a 'DRIVER-DONE')
+        unlike "$shown" $'\e\\[8m|\x0e' "--no-tty: what the shell prints after the run is neither concealed nor in line drawing"
+else
+        fail "--no-tty: what the shell prints after the run is shown (no control string left open)"
+fi
+
+# While the run goes on, agentjail's own messages share the terminal with the jail's output:
+# one the jail left a control string open or the rendition concealed for (a breach it
+# crossed next: "freezing it") is still shown, with a terminal of its own and without.
+WARN_PROFILE=$(write_profile tty-warn '{"extends": "default", "meters": {"tokens": 1000}}')
+for mode in -t --no-tty; do
+        name=warn${mode//-/}
+        pane_start "$name" "$mode" -p "$WARN_PROFILE" -- sh -c \
+                'printf "\033[8m\033P1|open"; agentjail meter tokens --model m --input 5000 --output 1; sleep 100'
+        if run_dir=$(wait_run_dir 10) && pane_wait "$name" 'breached its tokens cap' 10; then
+                shown=$(T capture-pane -p -e -t "$name" | grep -a 'breached its tokens cap')
+                unlike "$shown" $'\e\\[8m' "$mode: agentjail's warning is not concealed by the jail's rendition"
+        else
+                fail "$mode: agentjail's warning is shown though the jail left a control string open" "$PANE"
+        fi
+        [[ -n "$run_dir" ]] && aj kill "${run_dir##*/}"
+        pane_done "$name" 15 || true
+done
+
 # --no-tty from a terminal: no pty, and stdin is /dev/null (not the operator's terminal)
 pane_start notty --no-tty -- sh -c '[ -t 0 ] || echo STDIN-NOT-A-TERMINAL; cat; echo CAT-SAW-EOF'
 if pane_done notty; then

@@ -10,6 +10,7 @@
 #include "cli/run.h"
 #include "cli/verb.h"
 #include "cli/verbs.h"
+#include "events.h"
 #include "jansson-budget.h"
 #include "util/fd.h"
 #include "util/macros.h"
@@ -409,4 +410,56 @@ Test(cli, logs_otlp_streams_a_chain_of_many_values)
                 records++;
         cr_expect_eq(records, LINES);
         aj_rm_rf(root);
+}
+
+/* An approval-gated undo is approved on the command line (`rollback --apply --approve
+ * CALL`) from the plan: what the operator approves must be there whole. The agent orders its
+ * undo record's members, so a padded first one ("note": 400 spaces) pushed what the handler
+ * would do past the plan's cut (300 characters), and the held step showed no undo at all. */
+Test(cli, rollback_plan_shows_a_gated_undo_whole)
+{
+        char root[] = "/tmp/aj-cli-rbg-XXXXXX", dir[128], path[160];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(dir, sizeof(dir), "%s/runs/aaaa00000002", root);
+        cr_assert_eq(aj_mkdir_p(dir, 0750), 0);
+        snprintf(path, sizeof(path), "%s/run.json", dir);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("{\"id\":\"aaaa00000002\",\"name\":\"gated\",\"started\":\"2026-01-01T00:00:00Z\",\"status\":\"exited\","
+              "\"supervisor_pid\":1,\"profile\":{\"name\":\"default\",\"resolved\":{\"approvals\":{\"tools\":"
+              "[\"crm.*\"]},\"rollback\":{\"exec\":[\"/bin/true\"]}}}}\n",
+              f);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+        AjEventLog *log = NULL;
+        cr_assert_eq(aj_events_open(path, "aaaa00000002", &log), 0);
+        char pad[401];
+        memset(pad, ' ', 400);
+        pad[400] = 0;
+        cr_assert_eq(aj_events_emit(log, "tool.request",
+                                    json_pack("{s:s, s:s, s:{s:i}}", "gen_ai.tool.call.id", "c-1", "gen_ai.tool.name",
+                                              "crm.create", "gen_ai.tool.call.arguments", "id", 1)),
+                     0);
+        cr_assert_eq(aj_events_emit(log, "tool.verdict",
+                                    json_pack("{s:s, s:s}", "gen_ai.tool.call.id", "c-1", "verdict", "allow")),
+                     0);
+        cr_assert_eq(aj_events_emit(log, "tool.result",
+                                    json_pack("{s:s, s:s, s:{s:s, s:s, s:{s:b}}}", "gen_ai.tool.call.id", "c-1",
+                                              "status", "ok", "undo", "note", pad, "tool", "crm.drop_all_tables",
+                                              "arguments", "confirm", 1)),
+                     0);
+        aj_events_close(log);
+        cr_assert_eq(setenv("AGENTJAIL_STATE_DIR", root, 1), 0);
+        snprintf(path, sizeof(path), "%s/plan.txt", root);
+        cr_assert_not_null(freopen(path, "w", stdout));
+        int status = VERB(aj_cmd_rollback, "rollback", "aaaa00000002", "--apply", "--dry-run");
+        fflush(stdout);
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = aj_read_file(path, 1 << 20, &text, &len);
+        aj_rm_rf(root);
+        cr_assert_eq(r, 0);
+        cr_expect_eq(status, 0, "a dry run (%s)", text);
+        cr_expect_not_null(strstr(text, "held"), "the step is held: %s", text);
+        cr_expect_not_null(strstr(text, "crm.drop_all_tables"), "the gated undo, whole: %s", text);
 }

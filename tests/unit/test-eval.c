@@ -823,6 +823,23 @@ Test(eval_report, xml_escape_keeps_utf8_and_drops_what_xml_cannot_carry)
         free(buf);
 }
 
+/* A case's reason carries the agent's text (a file's content): in the JUnit file, which an
+ * operator reads with cat or a CI page shows, what a terminal acts on or what reorders a line
+ * (C1's CSI, U+202E, U+200B) is a character reference, the same text for an XML parser. */
+Test(eval_report, xml_escape_writes_hidden_characters_as_references)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_xml_escape_append(&buf, &len,
+                                          "a\xc2\x9b"
+                                          "2J\xe2\x80\xae"
+                                          "b\xe2\x80\x8b"
+                                          "c\xf3\xa0\x81\x81"),
+                     0);
+        cr_expect_str_eq(buf, "a&#x9b;2J&#x202e;b&#x200b;c&#xe0041;");
+        free(buf);
+}
+
 /* An overlay case's changes are applied to its scratch copy only up to a budget of file data
  * on disk: a sparse file counts what it holds, not its size. */
 Test(eval, overlay_budget)

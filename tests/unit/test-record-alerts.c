@@ -4,6 +4,7 @@
  * versions kept in the document as read. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,57 @@ Test(record_alerts, approval_of_a_tool_call)
         cr_assert_eq(aj_approval_write(root, &no_call), -EINVAL, "a tool approval without its call");
 }
 
+/* The records the alert command reads on stdin, and an operator with cat or jq: the agent's
+ * text in them carries nothing a terminal acts on or that reorders a line (a tool name with
+ * U+202E, arguments with C1's CSI, DEL, a zero-width space), as events.jsonl does not: the
+ * same JSON for a parser, those characters as \u escapes. */
+Test(record_alerts, records_hold_no_terminal_controls)
+{
+        const char *name = "refund.\u202eissue", *arg = "\xc2\x9b"
+                                                        "2J\x7f\u200bok \u00e9";
+        json_auto_t *call = json_pack("{s:s, s:s, s:{s:s}}", "gen_ai.tool.call.id", "a-1", "gen_ai.tool.name", name,
+                                      "gen_ai.tool.call.arguments", "cmd", arg);
+        cr_assert_not_null(call);
+        AjApproval in = { .subject = AJ_APPROVAL_TOOL,
+                          .run = "abcd00000001",
+                          .name = "n",
+                          .ts = "2026-01-01T00:00:03Z",
+                          .call = call,
+                          .approve = "a",
+                          .deny = "d" };
+        json_auto_t *request = json_pack("{s:s}", "tool", name);
+        json_auto_t *last = json_array();
+        AjIncident inc = { .run = "abcd00000001",
+                           .name = "n",
+                           .ts = "t",
+                           .cap = "tokens",
+                           .request = request,
+                           .action = "freeze",
+                           .last_events = last };
+        json_auto_t *run = json_pack("{s:s}", "name", name);
+        cr_assert_eq(aj_approval_write(root, &in), 0);
+        cr_assert_eq(aj_incident_write(root, &inc), 0);
+        cr_assert_eq(aj_run_file_write_json(root, AJ_RUN_FILE_RUN, run), 0);
+        const char *files[] = { AJ_RUN_FILE_APPROVAL, AJ_RUN_FILE_INCIDENT, AJ_RUN_FILE_RUN };
+        for (size_t f = 0; f < 3; f++) {
+                char path[300];
+                _cleanup_free_ char *text = NULL;
+                size_t len;
+                cr_assert_eq(aj_run_file_path(root, files[f], path, sizeof(path)), 0);
+                cr_assert_eq(aj_read_regular_file(path, 1 << 20, &text, &len), 0);
+                cr_assert_null(strstr(text, "\xe2\x80\xae"), "%s: U+202E as it is: %s", files[f], text);
+                cr_assert_null(strstr(text, "\xc2\x9b"), "%s: U+009B (CSI) as it is", files[f]);
+                cr_assert_null(strchr(text, 0x7f), "%s: DEL as it is", files[f]);
+                cr_assert_null(strstr(text, "\xe2\x80\x8b"), "%s: U+200B as it is", files[f]);
+                cr_assert_not_null(strstr(text, "\\u202e"), "%s: U+202E escaped: %s", files[f], text);
+                cr_assert_not_null(strstr(text, f == 0 ? "ok \xc3\xa9" : "issue"), "%s: the rest as it is", files[f]);
+        }
+        _cleanup_(aj_approval_freep) AjApproval *a = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_approval_read(root, &a, &err), 0, "%s", aj_error_text(&err, 0));
+        cr_assert(json_equal(a->call, call), "the same JSON for a parser");
+}
+
 Test(record_alerts, approval_of_a_host)
 {
         json_auto_t *host = json_pack("{s:s, s:s, s:s, s:i, s:s}", "kind", "net", "id", "net-3", "host",
@@ -334,4 +386,33 @@ Test(record_alerts, alert_log_must_be_a_regular_file)
         cr_assert_eq(aj_read_file(log, 4096, &text, &len), 0);
         cr_assert_str_eq(text, "{}\n");
         free(text);
+}
+
+/* The alert runs on the host as the operator, started by the supervisor, whose directory is
+ * where `agentjail run` was started: the workspace, as a rule, which the agent writes. There
+ * a `git status` in an alert script read the agent's .git/config (core.fsmonitor: a command
+ * git runs). It starts in "/", as the rollback handler does. */
+Test(record_alerts, alert_starts_outside_the_workspace)
+{
+        write_text("approval.json", "{}\n");
+        char here[300], log[300];
+        snprintf(here, sizeof(here), "%s/ws", root);
+        cr_assert_eq(mkdir(here, 0700), 0);
+        int saved = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(saved, 0);
+        cr_assert_eq(chdir(here), 0);
+        AjAlert a = {};
+        int r = aj_alert_start((char *[]){ "/bin/sh", "-c", "pwd", NULL }, root, "0123456789ab", "approval",
+                               "approval.json", 5000000000ULL, &a);
+        cr_assert_eq(fchdir(saved), 0);
+        close(saved);
+        cr_assert_eq(r, 0, "%s", strerror(-r));
+        siginfo_t si = {};
+        cr_assert_eq(waitid(P_PIDFD, (id_t)a.pidfd, &si, WEXITED), 0);
+        close(a.pidfd);
+        cr_assert_eq(aj_run_file_path(root, "alert.log", log, sizeof(log)), 0);
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        cr_assert_eq(aj_read_file(log, 4096, &text, &len), 0);
+        cr_expect_str_eq(text, "/\n", "the alert's directory");
 }

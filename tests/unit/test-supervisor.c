@@ -756,8 +756,6 @@ Test(supervisor, alert_killed_at_its_timeout)
         json_t *started = last(&f->chain, "alert");
         cr_assert(started, "the alert started");
         cr_expect_eq(json_integer_value(json_object_get(started, "timeout_ms")), 5000);
-        aj_sup_alert_start(&a, "breach", "incident.json");
-        cr_expect_eq(count(&f->chain, "alert.skipped"), 1, "one at a time");
         advance(f, 4 * SEC);
         cr_expect_eq(count(&f->chain, "alert.timeout"), 0);
         advance(f, 1 * SEC);
@@ -767,6 +765,57 @@ Test(supervisor, alert_killed_at_its_timeout)
         cr_expect_eq(json_integer_value(json_object_get(ex, "signal")), SIGKILL);
         cr_expect_lt(a.alert.pidfd, 0);
         aj_sup_alert_finish(&a);
+        fake_run_free(f);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_expect_eq(system(path), 0);
+}
+
+/* An agent holds a call for approval (the alert starts, and may run for alert.timeout), then
+ * crosses a cap at once: the breach's alert must still reach the owner, after the running
+ * one, not be skipped. Held calls that come while an alert runs wait as one: the newest. */
+Test(supervisor, alert_for_a_breach_is_queued_not_skipped)
+{
+        char dir[] = "/tmp/aj-test-alert-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char path[4096];
+        const char *files[] = { "incident.json", "approval.json" };
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+                FILE *fp = fopen(path, "w");
+                cr_assert(fp);
+                fputs("{}\n", fp);
+                fclose(fp);
+        }
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        char *argv[] = { "/bin/sleep", "30", NULL };
+        AjSupAlertConfig ac = {
+                .argv = argv, .timeout_ns = 5 * SEC, .run_dir = dir, .id = "0123456789ab", .name = "test"
+        };
+        AjSupAlert a = AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
+        aj_sup_alert_start(&a, "approval", "approval.json");
+        aj_sup_alert_start(&a, "breach", "incident.json");
+        aj_sup_alert_start(&a, "approval", "approval.json"); /* after a breach: waits behind it */
+        cr_expect_eq(count(&f->chain, "alert"), 1, "one at a time");
+        advance(f, 5 * SEC);
+        cr_expect_eq(count(&f->chain, "alert.timeout"), 1, "the first killed at its timeout");
+        cr_expect_eq(count(&f->chain, "alert"), 2, "then the breach's alert started");
+        json_t *started = last(&f->chain, "alert");
+        cr_assert(started);
+        cr_expect_str_eq(json_string_value(json_object_get(started, "kind")), "breach");
+        advance(f, 5 * SEC);
+        cr_expect_eq(count(&f->chain, "alert"), 3, "then the approval waiting behind it");
+        cr_expect_str_eq(json_string_value(json_object_get(last(&f->chain, "alert"), "kind")), "approval");
+        /* Two approvals waiting are one: the newest request (approval.json holds it). */
+        aj_sup_alert_start(&a, "approval", "approval.json");
+        aj_sup_alert_start(&a, "approval", "approval.json");
+        cr_expect_eq(count(&f->chain, "alert.skipped"), 1, "the older approval waiting is replaced");
+        advance(f, 5 * SEC);
+        cr_expect_eq(count(&f->chain, "alert"), 4, "the newest approval's alert");
+        advance(f, 5 * SEC);
+        cr_expect_eq(count(&f->chain, "alert"), 4, "and nothing more");
+        aj_sup_alert_finish(&a);
+        cr_expect_lt(a.alert.pidfd, 0);
         fake_run_free(f);
         snprintf(path, sizeof(path), "rm -rf '%s'", dir);
         cr_expect_eq(system(path), 0);

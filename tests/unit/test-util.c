@@ -773,6 +773,19 @@ Test(log, escapes_the_message, .init = cr_redirect_stderr)
                                 "agentjail: \\x1b[2J\r\n");
 }
 
+/* While the jail's output shares the terminal, each message begins with what ends a control
+ * string it left open and resets the rendition (aj_log_set_lead): else the message is
+ * swallowed or concealed. */
+Test(log, a_lead_before_each_message, .init = cr_redirect_stderr)
+{
+        aj_log_set_lead("<reset>");
+        aj_warning("breached");
+        aj_log_set_lead(NULL);
+        aj_warning("after");
+        fflush(stderr);
+        cr_assert_stderr_eq_str("<reset>agentjail: warning: breached\nagentjail: warning: after\n");
+}
+
 Test(log, a_long_message_escaped_whole)
 {
         /* 2047 bytes that each show as 4: the escaped message is not cut. */
