@@ -697,6 +697,13 @@ static int eval_prepare(Eval *e)
                 cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
                 return -1;
         }
+        /* The scratch root is agentjail's own while the cases run (it makes, reads and removes
+         * their dirs in it by path, as root): each case's run refuses a profile that would let
+         * its agent write anywhere in it but its own workspace (src/sensitive.h). */
+        if (setenv(AJ_EVAL_SCRATCH_ENV, e->scratch, 1) < 0) {
+                cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
+                return -1;
+        }
         for (size_t i = 0; i < e->suite->n_cases; i++)
                 e->results[i].exit_status = -1;
         return 0;
