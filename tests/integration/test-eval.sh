@@ -301,6 +301,38 @@ is "$JAIL_RC/$(cat "$S/case-1/workspace/sub/own.txt" 2>&1)" 0/mine \
 unset AGENTJAIL_EVAL_SCRATCH
 rm -rf "$VICTIM" "$TMPDIR/moved" "$TMPDIR"/agentjail-eval.* "$S"
 
+# The case's workspace is read through the directory eval made and holds, never by its path
+# again: here something else (the test, as an agent through a bind could before) swaps the path
+# for a symlink to a directory of the host's while the case runs; its "files" checks still see
+# what the agent left, never the host's files.
+VICTIM=$TEST_TMP/victim
+mkdir -p "$VICTIM"
+echo host >"$VICTIM/secret.txt"
+cat >"$TEST_TMP/held.json" <<EOF
+{ "cases": [ { "name": "held", "command": ["sh", "-c", "touch started && sleep 3 && echo mine > out.txt"],
+               "expect": { "files": [ { "path": "out.txt", "equals": "mine\n" },
+                                      { "path": "secret.txt", "exists": false } ] } } ] }
+EOF
+(
+        for _ in $(seq 100); do
+                for d in "$TMPDIR"/agentjail-eval.*/case-1; do
+                        if [[ -e "$d/workspace/started" ]]; then
+                                mv "$d/workspace" "$d/ws.orig" && ln -s "$VICTIM" "$d/workspace"
+                                exit 0
+                        fi
+                done
+                sleep 0.1
+        done
+) &
+swapper=$!
+eval_run "$TEST_TMP/held.json" --json
+wait "$swapper"
+is "$(jq -r '"\(.cases[0].result) \(.cases[0].failures // [] | join("; "))"' <<<"$EVAL_OUT" 2>&1)" "pass " \
+        "the workspace's path swapped for a symlink mid-run: its files checks read the directory the run had" ||
+        eval_diag
+is "$(ls -A "$VICTIM")" secret.txt "... and nothing is written or removed where the symlink points"
+rm -rf "$VICTIM"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then
