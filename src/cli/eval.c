@@ -318,6 +318,13 @@ static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, const
         return 0;
 }
 
+/* "case-N" (from 1), the case's dir in the scratch root, into buf (32 bytes). */
+static const char *case_dir_name(size_t index, char *buf)
+{
+        snprintf(buf, 32, "case-%zu", index + 1);
+        return buf;
+}
+
 static void remove_scratch(Eval *e, Slot *s)
 {
         if (!s->dir)
@@ -327,7 +334,9 @@ static void remove_scratch(Eval *e, Slot *s)
                 res->workspace = s->ws ? strdup(s->ws) : NULL;
                 return;
         }
-        int r = aj_rm_rf(s->dir);
+        /* In the scratch root as it was made (its path is not followed again). */
+        char sub[32];
+        int r = aj_rm_rf_at(e->scratch_fd, case_dir_name(s->index, sub));
         if (r < 0) {
                 (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", s->dir, strerror(-r));
                 fputc('\n', stderr);
@@ -338,7 +347,7 @@ static void remove_scratch(Eval *e, Slot *s)
 static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_error)
 {
         char sub[32];
-        snprintf(sub, sizeof(sub), "case-%zu", s->index + 1);
+        case_dir_name(s->index, sub);
         if (!(s->dir = aj_path_join(e->scratch, sub)) || !(s->ws = aj_path_join(s->dir, "workspace")) ||
             !(s->log = aj_path_join(s->dir, "agentjail.log")))
                 return -ENOMEM;
