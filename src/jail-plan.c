@@ -525,7 +525,7 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
         int r = aj_profile_search_path(&dirs);
         if (r < 0)
                 return r;
-        const char *xdg = getenv("XDG_CONFIG_HOME");
+        const char *xdg = getenv("XDG_CONFIG_HOME"), *eval_scratch = getenv(AJ_EVAL_SCRATCH_ENV);
         char *d = NULL;
         if (xdg && xdg[0] == '/')
                 r = asprintf(&d, "%s/agentjail", xdg);
@@ -541,6 +541,10 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 .config_dirs = dirs,
                 .passwd = "/etc/passwd",
                 .home_root = "/home",
+                /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's
+                 * own workspace, the run's cwd (docs/evals.md). */
+                .eval_scratch = eval_scratch && eval_scratch[0] == '/' ? eval_scratch : NULL,
+                .eval_own = run->cwd,
         };
         return aj_sensitive_list_build(&src, ret);
 }

@@ -44,6 +44,8 @@ static const struct {
         [AJ_PLACE_SYSTEM_DIR] = { { REL_IS | REL_CONTAINS, 0 }, false },
         [AJ_PLACE_AGENTJAIL_DATA] = { { REL_ANY, REL_ANY }, false },
         [AJ_PLACE_AGENTJAIL_CODE] = { { REL_ANY, 0 }, false },
+        [AJ_PLACE_EVAL_SCRATCH] = { { REL_ANY, 0 }, false },
+        [AJ_PLACE_EVAL_OWN] = { { 0, 0 }, false },
 };
 
 bool aj_place_rule_opt_out(AjPlaceRule rule)
@@ -102,12 +104,27 @@ unsigned aj_place_relation(const char *path, const AjIdChain *id, const AjSensit
         return rel;
 }
 
-static bool place_refuses(const AjSensitivePlace *pl, const char *path, const AjIdChain *id, AjAccess access)
+/* The path is a case's own workspace in an eval's scratch root, or inside it. */
+static bool in_eval_own(const AjSensitiveList *places, const char *path, const AjIdChain *id)
+{
+        for (size_t i = 0; i < places->n; i++)
+                if (places->items[i].rule == AJ_PLACE_EVAL_OWN &&
+                    (aj_place_relation(path, id, &places->items[i]) & (REL_IS | REL_INSIDE)))
+                        return true;
+        return false;
+}
+
+static bool place_refuses(const AjSensitiveList *places, const AjSensitivePlace *pl, const char *path,
+                          const AjIdChain *id, AjAccess access)
 {
         /* An unknown rule or access refuses everything: fail closed. */
         if ((size_t)pl->rule >= ARRAY_SIZE(place_rules) || (access != AJ_ACCESS_OWNER && access != AJ_ACCESS_READ))
                 return true;
-        return (aj_place_relation(path, id, pl) & place_rules[pl->rule].refuse[access]) != 0;
+        if (!(aj_place_relation(path, id, pl) & place_rules[pl->rule].refuse[access]))
+                return false;
+        /* An eval's scratch root is the case's own workspace's home: that, and only that, is the
+         * agent's to write. */
+        return pl->rule != AJ_PLACE_EVAL_SCRATCH || !in_eval_own(places, path, id);
 }
 
 AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjAccess access,
@@ -122,7 +139,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjA
         for (size_t i = 0; i < places->n; i++) {
                 const AjSensitivePlace *pl = &places->items[i];
 
-                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(pl, path, id, access)) {
+                if (!aj_place_rule_opt_out(pl->rule) && place_refuses(places, pl, path, id, access)) {
                         if (ret_place)
                                 *ret_place = i;
                         return AJ_SENSITIVE_REFUSED;
@@ -132,7 +149,7 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjA
                 const AjSensitivePlace *pl = &places->items[i];
                 bool allowed = false;
 
-                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(pl, path, id, access))
+                if (!aj_place_rule_opt_out(pl->rule) || !place_refuses(places, pl, path, id, access))
                         continue;
                 for (char *const *a = allow; a && *a; a++)
                         if (streq(*a, pl->path))
@@ -342,6 +359,12 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                                                AJ_PLACE_AGENTJAIL_DATA, mi)) < 0)
                 return r;
         if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                return r;
+        if (src->eval_scratch &&
+            ((r = list_add(&l, src->eval_scratch, "agentjail eval's scratch dir (every case's copy and log)",
+                           AJ_PLACE_EVAL_SCRATCH, mi)) < 0 ||
+             (src->eval_own &&
+              (r = list_add(&l, src->eval_own, "the eval case's own workspace", AJ_PLACE_EVAL_OWN, mi)) < 0)))
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)

@@ -31,6 +31,11 @@ typedef enum {
         AJ_PLACE_AGENTJAIL_DATA, /* state and runtime dirs: any relation, both accesses; never */
         AJ_PLACE_AGENTJAIL_CODE, /* the executable, profile and config dirs: any relation, OWNER; never
                                   * (reading them is harmless: the jail binds the executable itself) */
+        AJ_PLACE_EVAL_SCRATCH,   /* `agentjail eval`'s scratch root (every case's dir, its copy and
+                                  * log, handled by path as root): any relation, OWNER; never; but
+                                  * for the case's own workspace in it, an AJ_PLACE_EVAL_OWN */
+        AJ_PLACE_EVAL_OWN,       /* that workspace: refuses nothing; a path that is it or inside it
+                                  * is not refused by an AJ_PLACE_EVAL_SCRATCH */
 } AjPlaceRule;
 
 typedef enum {
@@ -114,7 +119,13 @@ typedef struct {
         char *const *config_dirs; /* profile search dirs and config dirs (NULL-terminated) */
         const char *passwd;       /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
         const char *home_root;    /* each directory in it is a home: "/home"; NULL: none */
+        /* Under `agentjail eval` (AJ_EVAL_SCRATCH_ENV): its scratch root, agentjail's own for
+         * the eval, and the case's own workspace in it (the run's cwd). NULL: none. */
+        const char *eval_scratch, *eval_own;
 } AjSensitiveSources;
+
+/* Set by `agentjail eval` for its cases' runs: the scratch root (docs/evals.md). */
+#define AJ_EVAL_SCRATCH_ENV "AGENTJAIL_EVAL_SCRATCH"
 
 /* Builds the list: the fixed system and generic places, home directories, agentjail's
  * own places, each resolved (realpath of the longest existing prefix). With an empty

@@ -274,6 +274,25 @@ static int replayed_outcome(const AjEvalCase *c, const AjRun *run, int *exit_sta
         return 0;
 }
 
+/* The workspace the case ran in, through the case dir's fd held since it was made (never by
+ * the path again: eval handles it as root): the one made for it, or a replay's scratch copy
+ * inside the case dir (its run's cwd, `ws`), with no symlink on the way. A new fd, or -1 with
+ * errno set. */
+static int open_workspace(const Slot *s, const char *ws)
+{
+        if (ws == s->ws)
+                return fcntl(s->ws_fd, F_DUPFD_CLOEXEC, 3);
+        size_t n = strlen(s->dir);
+        int fd = strncmp(ws, s->dir, n) == 0 && ws[n] == '/'
+                         ? aj_open_under(s->dir_fd, ws + n + 1, O_RDONLY | O_DIRECTORY, 0, AJ_UNDER_NO_SYMLINKS)
+                         : -EXDEV; /* not in the case's dir */
+        if (fd < 0) {
+                errno = -fd;
+                return -1;
+        }
+        return fd;
+}
+
 /* Each "files" check's fact; ws_fd < 0 (errno from its open): each one's read error. */
 static void file_facts(const AjEvalCase *c, int ws_fd, AjEvalFileFact *files)
 {
@@ -331,7 +350,7 @@ void eval_judge_case(Eval *e, Slot *s, int exit_status)
                 return;
         }
         res->exit_status = exit_status;
-        _cleanup_close_ int ws_fd = open(ws, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int ws_fd = open_workspace(s, ws);
         if (run && ws_fd >= 0 && apply_overlay(run, ws_fd, ws, e->keep, &err) < 0) {
                 eval_finish_error(e, s, err);
                 return;

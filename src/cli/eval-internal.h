@@ -25,6 +25,10 @@ typedef struct {
         int stage; /* 0 running, 1 SIGTERM sent, 2 kill op sent, 3 SIGKILL sent */
         bool timed_out;
         char *dir, *ws, *log;
+        /* The case's dir and its workspace, held from their mkdirat() in the scratch root's
+         * held fd: the fixture is copied, the run started, the workspace read and an overlay's
+         * changes applied through these, never by a path again. */
+        int dir_fd, ws_fd;
         /* agentjail's output (the command's passes through it): a pipe read in the loop, so
          * that a flood costs no disk: up to EVAL_LOG_MAX bytes go to the log, the last
          * bytes are kept for the reason. */
@@ -41,6 +45,7 @@ typedef struct {
         AjPaths paths;
         char self[PATH_MAX];
         char *scratch;
+        int scratch_fd; /* the scratch root, opened as mkdtemp() made it */
         bool keep, progress;
         size_t jobs, next, done;
         Slot slots[AJ_EVAL_MAX_JOBS];

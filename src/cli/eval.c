@@ -78,10 +78,14 @@ static void slot_done(Slot *s)
                 close(s->out_fd);
         if (s->log_fd >= 0)
                 close(s->log_fd);
+        if (s->dir_fd >= 0)
+                close(s->dir_fd);
+        if (s->ws_fd >= 0)
+                close(s->ws_fd);
         free(s->dir);
         free(s->ws);
         free(s->log);
-        *s = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
+        *s = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1, .dir_fd = -1, .ws_fd = -1 };
 }
 
 static uint64_t realtime_ns(void)
@@ -93,8 +97,9 @@ static uint64_t realtime_ns(void)
 
 /* ---- processes ---- */
 
-/* fork + exec argv in `cwd` with stdin /dev/null and stdout/stderr to log_fd; the pid. */
-static int spawn(char *const *argv, const char *cwd, int log_fd, const char *exe, pid_t *ret)
+/* fork + exec argv in the directory open at cwd_fd (-1: ours) with stdin /dev/null and
+ * stdout/stderr to log_fd; the pid. */
+static int spawn(char *const *argv, int cwd_fd, int log_fd, const char *exe, pid_t *ret)
 {
         _cleanup_close_ int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0)
@@ -106,7 +111,8 @@ static int spawn(char *const *argv, const char *cwd, int log_fd, const char *exe
                 /* The child's signals as a shell would leave them (ours catch INT and TERM). */
                 signal(SIGINT, SIG_DFL);
                 signal(SIGTERM, SIG_DFL);
-                if ((cwd && chdir(cwd) < 0) || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+                if ((cwd_fd >= 0 && fchdir(cwd_fd) < 0) || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 ||
+                    dup2(log_fd, 2) < 0)
                         _exit(127);
                 execv(exe ? exe : argv[0], argv);
                 if (!exe)
@@ -121,11 +127,12 @@ static int spawn(char *const *argv, const char *cwd, int log_fd, const char *exe
 
 static int wait_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st); }
 
-/* A helper program (cp, tar) to the end; its exit status or -errno. */
-static int run_helper(char *const *argv, int log_fd)
+/* A helper program (cp, tar) to the end, in the directory open at cwd_fd; its exit status or
+ * -errno. */
+static int run_helper(char *const *argv, int cwd_fd, int log_fd)
 {
         pid_t pid;
-        int r = spawn(argv, NULL, log_fd, NULL, &pid);
+        int r = spawn(argv, cwd_fd, log_fd, NULL, &pid);
         if (r < 0)
                 return r;
         int st;
@@ -198,9 +205,10 @@ static bool is_tarball(const char *p)
         return false;
 }
 
-/* The fixture into the empty workspace: the fixture is only read. Owners are not kept (the
- * workspace's files are the invoker's, which the jail maps to the agent); modes and links are. */
-static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **ret_error)
+/* The fixture into the empty workspace open at ws_fd (the helper's cwd: "."): the fixture is
+ * only read. Owners are not kept (the workspace's files are the invoker's, which the jail maps
+ * to the agent); modes and links are. */
+static int copy_fixture(const char *fixture, int ws_fd, int log_fd, char **ret_error)
 {
         struct stat st;
         if (stat(fixture, &st) < 0)
@@ -213,13 +221,13 @@ static int copy_fixture(const char *fixture, const char *ws, int log_fd, char **
                         return -ENOMEM;
                 tool = "cp";
                 r = run_helper((char *const[]){ "cp", "-R", "--no-dereference", "--preserve=mode,timestamps,links",
-                                                "--", src, (char *)ws, NULL },
-                               log_fd);
+                                                "--", src, ".", NULL },
+                               ws_fd, log_fd);
         } else if (S_ISREG(st.st_mode)) {
                 tool = "tar";
-                r = run_helper((char *const[]){ "tar", "-x", "--no-same-owner", "-f", (char *)fixture, "-C", (char *)ws,
+                r = run_helper((char *const[]){ "tar", "-x", "--no-same-owner", "-f", (char *)fixture, "-C", ".",
                                                 NULL },
-                               log_fd);
+                               ws_fd, log_fd);
         } else
                 return aj_asprintf(ret_error, "fixture '%s': neither a directory nor a tarball", fixture) < 0 ? -ENOMEM
                                                                                                               : -EINVAL;
@@ -310,6 +318,13 @@ static int case_argv(const Eval *e, const AjEvalCase *c, const char *name, const
         return 0;
 }
 
+/* "case-N" (from 1), the case's dir in the scratch root, into buf (32 bytes). */
+static const char *case_dir_name(size_t index, char *buf)
+{
+        snprintf(buf, 32, "case-%zu", index + 1);
+        return buf;
+}
+
 static void remove_scratch(Eval *e, Slot *s)
 {
         if (!s->dir)
@@ -319,7 +334,9 @@ static void remove_scratch(Eval *e, Slot *s)
                 res->workspace = s->ws ? strdup(s->ws) : NULL;
                 return;
         }
-        int r = aj_rm_rf(s->dir);
+        /* In the scratch root as it was made (its path is not followed again). */
+        char sub[32];
+        int r = aj_rm_rf_at(e->scratch_fd, case_dir_name(s->index, sub));
         if (r < 0) {
                 (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", s->dir, strerror(-r));
                 fputc('\n', stderr);
@@ -330,16 +347,21 @@ static void remove_scratch(Eval *e, Slot *s)
 static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_error)
 {
         char sub[32];
-        snprintf(sub, sizeof(sub), "case-%zu", s->index + 1);
+        case_dir_name(s->index, sub);
         if (!(s->dir = aj_path_join(e->scratch, sub)) || !(s->ws = aj_path_join(s->dir, "workspace")) ||
             !(s->log = aj_path_join(s->dir, "agentjail.log")))
                 return -ENOMEM;
-        if (mkdir(s->dir, 0700) < 0 || mkdir(s->ws, 0755) < 0) {
+        /* In the scratch root as it was made, each made here and opened without following a
+         * symlink, then held. */
+        const int dir_flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+        if (mkdirat(e->scratch_fd, sub, 0700) < 0 || (s->dir_fd = openat(e->scratch_fd, sub, dir_flags)) < 0 ||
+            mkdirat(s->dir_fd, "workspace", 0755) < 0 || (s->ws_fd = openat(s->dir_fd, "workspace", dir_flags)) < 0) {
                 int r = -errno;
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->ws, strerror(-r));
                 return r;
         }
-        s->log_fd = open(s->log, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        s->log_fd = openat(s->dir_fd, "agentjail.log", O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
+                           0600);
         if (s->log_fd < 0) {
                 int r = -errno;
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->log, strerror(-r));
@@ -350,7 +372,7 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 *ret_error = strdup(e->profile_errors[s->index]);
                 return -ENOENT;
         }
-        if (c->fixture && (r = copy_fixture(c->fixture, s->ws, s->log_fd, ret_error)) < 0)
+        if (c->fixture && (r = copy_fixture(c->fixture, s->ws_fd, s->log_fd, ret_error)) < 0)
                 return r;
         int out[2];
         if (pipe2(out, O_CLOEXEC) < 0) {
@@ -369,7 +391,7 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 (void)aj_asprintf(ret_error, "cannot build the command: %s", strerror(-r));
                 return r;
         }
-        r = spawn(argv, s->ws, out_w, e->self, &s->pid);
+        r = spawn(argv, s->ws_fd, out_w, e->self, &s->pid);
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot start agentjail run: %s", strerror(-r));
                 return r;
@@ -389,6 +411,8 @@ static void start_case(Eval *e, Slot *s, size_t index)
                      .pidfd = -1,
                      .out_fd = -1,
                      .log_fd = -1,
+                     .dir_fd = -1,
+                     .ws_fd = -1,
                      .start_ns = aj_now_monotonic_ns(),
                      .start_realtime_ns = realtime_ns() };
         s->deadline_ns = s->start_ns + c->timeout_ns;
@@ -589,6 +613,8 @@ static void eval_done(Eval *e)
         if (e->scratch && !e->keep)
                 (void)aj_rm_rf(e->scratch);
         free(e->scratch);
+        if (e->scratch_fd >= 0)
+                close(e->scratch_fd);
         aj_strv_free(e->runs_before);
         aj_strv_free(e->claimed_runs);
         for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
@@ -693,8 +719,23 @@ static int eval_prepare(Eval *e)
         if (cli_open_paths("eval", &e->paths) < 0 || snapshot_runs(e) < 0)
                 return -1;
         e->results = calloc(e->suite->n_cases, sizeof(AjEvalResult));
-        if (!e->results || !mkdtemp(tmpl) || !(e->scratch = strdup(tmpl))) {
+        /* Its path as the kernel names it: a replayed case's workspace (its run's cwd) is found
+         * in its case dir by it. */
+        if (!e->results || !mkdtemp(tmpl)) {
                 cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
+                return -1;
+        }
+        if (!(e->scratch = realpath(tmpl, NULL)) ||
+            (e->scratch_fd = open(e->scratch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+                cli_fail("eval", "cannot open the scratch directory '%s': %s", tmpl, strerror(errno));
+                (void)rmdir(tmpl);
+                return -1;
+        }
+        /* The scratch root is agentjail's own while the cases run (it makes, reads and removes
+         * their dirs in it as root): each case's run refuses a profile that would let
+         * its agent write anywhere in it but its own workspace (src/sensitive.h). */
+        if (setenv(AJ_EVAL_SCRATCH_ENV, e->scratch, 1) < 0) {
+                cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
                 return -1;
         }
         for (size_t i = 0; i < e->suite->n_cases; i++)
@@ -801,9 +842,10 @@ int aj_cmd_eval(int argc, char **argv)
                    .profile_errors = profile_errors,
                    .jobs = jobs,
                    .keep = keep,
+                   .scratch_fd = -1,
                    .progress = isatty(STDERR_FILENO) };
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
-                e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1 };
+                e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1, .dir_fd = -1, .ws_fd = -1 };
         int status = CLI_EXIT_FAIL;
         if (eval_prepare(&e) >= 0) {
                 run_interruptible(&e);

@@ -524,24 +524,26 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
         return r;
 }
 
-int aj_rm_rf(const char *path)
+int aj_rm_rf_at(int dir_fd, const char *path)
 {
         if (!path || !*path || streq(path, "/"))
                 return -EINVAL;
         struct stat st;
-        if (lstat(path, &st) < 0)
+        if (fstatat(dir_fd, path, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 0 : -errno;
         if (!S_ISDIR(st.st_mode))
-                return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+                return unlinkat(dir_fd, path, 0) < 0 && errno != ENOENT ? -errno : 0;
         RmRf rm = { .top_fd = -1 };
-        int fd = rm_open_dir(&rm, AT_FDCWD, path, &st);
+        int fd = rm_open_dir(&rm, dir_fd, path, &st);
         if (fd < 0)
                 return fd == -ENOENT ? 0 : fd;
         int r = rm_contents(&rm, fd, 0);
-        if (rmdir(path) < 0 && errno != ENOENT)
+        if (unlinkat(dir_fd, path, AT_REMOVEDIR) < 0 && errno != ENOENT)
                 rm_note(&r, -errno);
         return r;
 }
+
+int aj_rm_rf(const char *path) { return aj_rm_rf_at(AT_FDCWD, path); }
 
 /* One walk's count. Files with more than one link are counted once, by inode: the agent can
  * make 300 links to one file (in its overlay's upper dir, say). The set is bounded; past it a

@@ -60,6 +60,9 @@ int aj_mkdir_p(const char *path, mode_t mode);
  * (".aj-rm-N-T"). Carries on past what it cannot remove and returns the first error. */
 #define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
+/* The same for `path` relative to the directory open at dir_fd: `aj_rm_rf_at(fd, "name")`
+ * removes only what that directory holds under that name, wherever its path leads now. */
+int aj_rm_rf_at(int dir_fd, const char *path);
 /* What a tree takes on disk (allocated blocks, as du counts them; a file with several
  * links once, by inode, up to 4096 such inodes, then each link its share), never following
  * a symlink nor crossing into another file system. Directories deeper than

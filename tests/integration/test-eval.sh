@@ -246,27 +246,91 @@ like "$(jq -c 'select(.type == "workspace.discard") | [.eval, .error]' \
 is "$([[ -e "$AGENTJAIL_STATE_DIR/runs/$huge_id/workspace" ]] && echo kept || echo gone)" gone \
         "its 4 GiB of kept changes are removed"
 
-# An overlay case whose profile binds a directory above its scratch copy (here TMPDIR): the
-# agent moved its workspace away through the bind and left a symlink in its place, and eval,
-# as root, opened the scratch path, followed it and applied the agent's files (git's own
-# included, over any conflict) to the directory it named: a root-owned one here, /etc/cron.d
-# as well. eval wants the directory the run had (run.json's workspace.id), as commit does.
+# A case whose profile binds a directory above the scratch root (TMPDIR) rw: its agent could
+# swap the scratch root (or its case's dir, or its workspace) for a symlink, and eval, as root,
+# followed it: an overlay case's changes (git's own included, over any conflict) applied where
+# it pointed, its case dir removed there (a root-only file of the operator's here), the next
+# case's dir, fixture copy and log made there. The scratch root is agentjail's own during the
+# eval: such a case is refused before its agent runs, by the rule that never mounts agentjail's
+# own files writable. (eval's apply checks its copy's identity too: aj_run_workspace_check.)
 VICTIM=$TEST_TMP/victim
-mkdir -p "$VICTIM"
+mkdir -p "$VICTIM/case-1"
+echo precious >"$VICTIM/case-1/keep.txt"
+chmod 600 "$VICTIM/case-1/keep.txt"
+PS=$(write_profile evalswap "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$TMPDIR:/mnt/tmp\"]}}")
 PB=$(write_profile evalbound "{\"extends\": \"default\", \"filesystem\": {\"workspace\": {\"mode\": \"overlay\"},
         \"rw\": [\"$TMPDIR:/mnt/tmp\"]}}")
-cat >"$TEST_TMP/reroute.json" <<EOF
-{ "cases": [ { "name": "reroute", "profile": "$PB",
+cat >"$TEST_TMP/swap.json" <<EOF
+{ "cases": [ { "name": "swap", "profile": "$PS",
+               "command": ["sh", "-c", "cd /mnt/tmp && d=\$(echo agentjail-eval.*) && mv \$d moved && ln -s $VICTIM \$d && echo swapped"] },
+             { "name": "next", "command": ["true"], "fixture": "fx/dir" },
+             { "name": "reroute", "profile": "$PB",
                "command": ["sh", "-c", "echo planted > evil && cd /mnt/tmp/agentjail-eval.*/case-* && mv workspace ws.orig && ln -s $VICTIM workspace && echo moved"] } ] }
 EOF
-eval_run "$TEST_TMP/reroute.json" --json
-reroute_id=$(jq -r '.cases[0].run // empty' <<<"$EVAL_OUT" 2>/dev/null)
-ok "an agent's symlink in place of its scratch copy: nothing is written where it points" test ! -e "$VICTIM/evil"
-like "$(jq -r '"\(.cases[0].result) \(.cases[0].error)"' <<<"$EVAL_OUT" 2>&1)" \
-        "^error the overlay's changes were not applied: the scratch workspace .* is not the directory the run had" \
-        "... the case is an error saying why" || eval_diag
-is "$(jq -r '.workspace.changes' "$AGENTJAIL_STATE_DIR/runs/$reroute_id/run.json" 2>&1)" discarded \
-        "... its run's changes are discarded"
+eval_run "$TEST_TMP/swap.json" --json
+next_id=$(jq -r '.cases[1].run // empty' <<<"$EVAL_OUT" 2>/dev/null)
+is "$(cat "$VICTIM/case-1/keep.txt" 2>&1)" precious \
+        "an agent's symlink in place of the scratch root: eval removes nothing where it points" || eval_diag
+ok "... nor makes the next case's directory there" test ! -e "$VICTIM/case-2"
+unlike "$(jq -r '.cwd' "$AGENTJAIL_STATE_DIR/runs/$next_id/run.json" 2>&1)" "^$VICTIM/" \
+        "... nor runs the next case there"
+ok "an agent's symlink in place of its overlay's scratch copy: nothing is written where it points" \
+        test ! -e "$VICTIM/evil"
+like "$(jq -r '"\(.cases[0].result) \(.cases[0].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$TMPDIR': it contains '$TMPDIR/agentjail-eval\\." \
+        "the case binding the scratch root's parent rw is refused" || eval_diag
+like "$(jq -r '"\(.cases[2].result) \(.cases[2].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*refusing '$TMPDIR'" "... an overlay case too"
+is "$(jq -r '.cases[1].result' <<<"$EVAL_OUT" 2>&1)" pass "the next case runs and passes"
+# Anywhere in the scratch root but the case's own workspace (the run's cwd): its case dir, where
+# its log is (a bind by its path, as --rw gives it), refused, saying which rule; its workspace's
+# own directories, and the scratch root read-only, are the agent's to have.
+S=$TMPDIR/agentjail-eval.byhand
+mkdir -p "$S/case-1/workspace/sub"
+export AGENTJAIL_EVAL_SCRATCH=$S
+pushd "$S/case-1/workspace" >/dev/null || exit 1
+run_jail --rw "$S/case-1:/mnt/case" -- true
+is "$JAIL_RC" 125 "a case's run binding its case dir rw is refused (exit 125)" || jail_diag
+like "$JAIL_ERR" "--rw: refusing '$S/case-1': it is inside '$S', agentjail eval's scratch dir .*\\(rule: agentjail's own files are never mounted writable: during an eval" \
+        "... saying it is inside the scratch dir, by the rule for agentjail's own files"
+run_jail --rw "$S/case-1/workspace/sub:/mnt/sub" --ro "$S:/mnt/scratch" -- \
+        sh -c 'echo mine > /mnt/sub/own.txt && ls /mnt/scratch'
+popd >/dev/null || exit 1
+is "$JAIL_RC/$(cat "$S/case-1/workspace/sub/own.txt" 2>&1)" 0/mine \
+        "one binding a directory of its own workspace rw, and the scratch root read-only, runs" || jail_diag
+unset AGENTJAIL_EVAL_SCRATCH
+rm -rf "$VICTIM" "$TMPDIR/moved" "$TMPDIR"/agentjail-eval.* "$S"
+
+# The case's workspace is read through the directory eval made and holds, never by its path
+# again: here something else (the test, as an agent through a bind could before) swaps the path
+# for a symlink to a directory of the host's while the case runs; its "files" checks still see
+# what the agent left, never the host's files.
+VICTIM=$TEST_TMP/victim
+mkdir -p "$VICTIM"
+echo host >"$VICTIM/secret.txt"
+cat >"$TEST_TMP/held.json" <<EOF
+{ "cases": [ { "name": "held", "command": ["sh", "-c", "touch started && sleep 3 && echo mine > out.txt"],
+               "expect": { "files": [ { "path": "out.txt", "equals": "mine\n" },
+                                      { "path": "secret.txt", "exists": false } ] } } ] }
+EOF
+(
+        for _ in $(seq 100); do
+                for d in "$TMPDIR"/agentjail-eval.*/case-1; do
+                        if [[ -e "$d/workspace/started" ]]; then
+                                mv "$d/workspace" "$d/ws.orig" && ln -s "$VICTIM" "$d/workspace"
+                                exit 0
+                        fi
+                done
+                sleep 0.1
+        done
+) &
+swapper=$!
+eval_run "$TEST_TMP/held.json" --json
+wait "$swapper"
+is "$(jq -r '"\(.cases[0].result) \(.cases[0].failures // [] | join("; "))"' <<<"$EVAL_OUT" 2>&1)" "pass " \
+        "the workspace's path swapped for a symlink mid-run: its files checks read the directory the run had" ||
+        eval_diag
+is "$(ls -A "$VICTIM")" secret.txt "... and nothing is written or removed where the symlink points"
 rm -rf "$VICTIM"
 
 # The progress line is for a terminal only.

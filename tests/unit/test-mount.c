@@ -767,6 +767,56 @@ Test(mount, sensitive_check_table, PURE)
 #define CHAIN(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), false })
 #define MISSING(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), true })
 
+/* An eval's scratch root is agentjail's own but for the case's workspace in it: nothing above it
+ * or in it is writable but that workspace and what is inside it; reading is not refused. */
+Test(mount, sensitive_eval_scratch, PURE)
+{
+        AjSensitivePlace items[] = {
+                { "/tmp", "tmp", AJ_PLACE_GENERIC },
+                { "/tmp/e", "scratch", AJ_PLACE_EVAL_SCRATCH },
+                { "/tmp/e/case-1/workspace", "own", AJ_PLACE_EVAL_OWN },
+        };
+        const AjSensitiveList l = { items, ARRAY_SIZE(items) }, no_own = { items, 2 };
+        const AjAccess W = AJ_ACCESS_OWNER, R = AJ_ACCESS_READ;
+        const struct {
+                const char *path;
+                AjAccess access;
+                const AjSensitiveList *list;
+                AjSensitiveVerdict want;
+        } cases[] = {
+                { "/tmp/e/case-1/workspace", W, &l, AJ_SENSITIVE_NONE },     /* its own workspace */
+                { "/tmp/e/case-1/workspace/sub", W, &l, AJ_SENSITIVE_NONE }, /* inside it */
+                { "/tmp/e/case-1", W, &l, AJ_SENSITIVE_REFUSED },            /* its dir: the log, the mount point */
+                { "/tmp/e/case-2/workspace", W, &l, AJ_SENSITIVE_REFUSED },  /* another case's */
+                { "/tmp/e", W, &l, AJ_SENSITIVE_REFUSED },
+                { "/tmp/x/..", W, &l, AJ_SENSITIVE_REFUSED },                    /* (judged resolved: /tmp) */
+                { "/tmp/e2", W, &l, AJ_SENSITIVE_NONE },                         /* a prefix, not a parent */
+                { "/tmp/e", R, &l, AJ_SENSITIVE_NONE },                          /* read: not refused */
+                { "/tmp/e/case-1/workspace", W, &no_own, AJ_SENSITIVE_REFUSED }, /* no hole: all of it */
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                const char *path = streq(cases[i].path, "/tmp/x/..") ? "/tmp" : cases[i].path;
+                AjSensitiveVerdict v = aj_sensitive_check(path, NULL, cases[i].access, cases[i].list, NULL, NULL);
+                cr_expect_eq(v, cases[i].want, "%s: verdict %d, want %d", cases[i].path, v, cases[i].want);
+        }
+        /* Bind-mount aliases (another name, the same files: dev 2 is a tmpfs on /tmp) of the
+         * case's dir and of its workspace: the one refused, the other the hole. */
+        const AjFileId root = ID(1, 2), tmpd = ID(2, 1), e = ID(2, 10), c1 = ID(2, 11), ws = ID(2, 12), srv = ID(1, 30);
+        AjSensitivePlace ids[] = {
+                { "/tmp/e", "scratch", AJ_PLACE_EVAL_SCRATCH, { (AjFileId[]){ e, tmpd, root }, 3, false, "/e" } },
+                { "/tmp/e/case-1/workspace",
+                  "own",
+                  AJ_PLACE_EVAL_OWN,
+                  { (AjFileId[]){ ws, c1, e, tmpd, root }, 5, false, "/e/case-1/workspace" } },
+        };
+        const AjSensitiveList il = { ids, ARRAY_SIZE(ids) };
+        AjIdChain alias_dir = { (AjFileId[]){ c1, srv, root }, 3, false, "/e/case-1" },
+                  alias_ws = { (AjFileId[]){ ws, srv, root }, 3, false, "/e/case-1/workspace" };
+        cr_expect_eq(aj_sensitive_check("/srv/c", &alias_dir, W, &il, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check("/srv/c/workspace", &alias_ws, W, &il, NULL, NULL), AJ_SENSITIVE_NONE);
+}
+
+
 Test(mount, sensitive_relation_by_identity, PURE)
 {
         /* / = (1,2); /tmp = (2,1); /tmp/t = (2,10); /tmp/t/state = (2,11); /tmp/t/state/cache = (2,12);

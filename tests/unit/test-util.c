@@ -981,6 +981,36 @@ Test(rm_rf, symlinks_are_removed_not_followed, .init = fs_setup, .fini = fs_tear
         cr_expect_eq(stat(kept_file, &st), 0);
 }
 
+/* Relative to a held directory: what it holds under the name goes, wherever its path leads now
+ * (eval's scratch root, its path swapped for a symlink to the operator's files). */
+Test(rm_rf, at_a_held_directory, .init = fs_setup, .fini = fs_teardown)
+{
+        char held[128], moved[128], victim[128], path[200];
+        snprintf(held, sizeof(held), "%s/held", fs_root);
+        snprintf(moved, sizeof(moved), "%s/moved", fs_root);
+        snprintf(victim, sizeof(victim), "%s/victim", fs_root);
+        cr_assert_eq(mkdir(held, 0755), 0);
+        snprintf(path, sizeof(path), "%s/case-1", held);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/case-1/log", held);
+        cr_assert_eq(close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+        snprintf(path, sizeof(path), "%s/case-1", victim);
+        cr_assert_eq(aj_mkdir_p(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/case-1/precious", victim);
+        cr_assert_eq(close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+        int fd = open(held, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(rename(held, moved), 0);
+        cr_assert_eq(symlink(victim, held), 0);
+        cr_expect_eq(aj_rm_rf_at(fd, "case-1"), 0);
+        struct stat st;
+        cr_expect_eq(stat(path, &st), 0, "the path was followed");
+        snprintf(path, sizeof(path), "%s/case-1", moved);
+        cr_expect_eq(lstat(path, &st), -1, "the held directory's entry is removed");
+        cr_expect_eq(aj_rm_rf_at(fd, "case-1"), 0, "gone already: 0");
+        close(fd);
+}
+
 /* Directories whose owner took their rights away are still removed by that owner: a rootless
  * run's agent (its files are the invoker's) left `chmod 000 a` and `chmod 555 ro` with files
  * in them, also below the levels the walk holds open (moved up), and every eval case or
