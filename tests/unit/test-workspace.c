@@ -1098,6 +1098,8 @@ Test(workspace, git_code_paths)
                 ".jj/repo/storex",
                 ".jj/config.toml",
                 "sub/.jj/repo/config.toml",
+                ".jj/repo/store/git_target",
+                ".JJ/repo/store/git_target",
         };
         for (size_t i = 0; i < ARRAY_SIZE(flagged); i++)
                 cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
@@ -1112,6 +1114,13 @@ Test(workspace, git_code_paths)
         cr_expect_not_null(aj_ws_path_git_code(".jj/repo", S_IFREG),
                            "a .jj/repo file (another repository's) is flagged");
         cr_expect_not_null(aj_ws_change_git_code(".jj", AJ_WS_REPLACED, S_IFDIR), "a .jj replaced is flagged");
+        /* jj's git backend works in the repository its store's git_target names ("git", the
+         * store's own, or the colocated ../../../.git): `jj git fetch` runs git there, which
+         * reads that repository's config (core.sshCommand). Pointed elsewhere (a repository
+         * the agent made outside the workspace, in another rw bind), by git_target or by a
+         * symlink in the store's place, it is another repository's config. */
+        cr_expect_not_null(aj_ws_path_git_code(".jj/repo/store/git", S_IFLNK), "a symlink in jj's store is flagged");
+        cr_expect_not_null(aj_ws_path_git_code(".jj/working_copy/x", S_IFLNK), "a symlink below .jj is flagged");
 
         static const char *const data[] = {
                 ".git/objects/ab/cdef",
