@@ -82,6 +82,28 @@ static bool component_is(const char *c, size_t len, const char *name)
         return len == strlen(name) && strncasecmp(c, name, len) == 0;
 }
 
+/* Whether `path` is a .jj's directory that is data itself but holds one of jj's pointers
+ * (repo/store: git_target). */
+bool ws_dir_holds_git_code(const char *path)
+{
+        for (const char *c = path; *c;) {
+                const char *end = strchrnul(c, '/');
+                size_t len = (size_t)(end - c);
+                if (component_is(c, len, ".git") || component_is(c, len, ".hg"))
+                        return false; /* their rules, as aj_ws_path_git_code() */
+                if (component_is(c, len, ".jj")) {
+                        const char *rest = *end ? end + 1 : end;
+                        size_t n = strlen(rest);
+                        for (size_t i = 0; n && jj_pointer_files[i]; i++)
+                                if (strncmp(jj_pointer_files[i], rest, n) == 0 && jj_pointer_files[i][n] == '/')
+                                        return true;
+                        return false;
+                }
+                c = *end ? end + 1 : end;
+        }
+        return false;
+}
+
 const char *aj_ws_path_git_code(const char *path, mode_t type)
 {
         const char *c = path;

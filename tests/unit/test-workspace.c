@@ -1752,6 +1752,49 @@ Test(workspace, git_changed_in_place_nested_repositories)
         json_decref(found);
 }
 
+/* overlay: the same change in the upper dir is marked, commit wants a decision. */
+Test(workspace, git_code_jj_git_target)
+{
+        mkd(lower, ".jj", 0755);
+        mkd(lower, ".jj/repo", 0755);
+        mkd(lower, ".jj/repo/store", 0755);
+        put(lower, ".jj/repo/store/git_target", "git\n", 0644);
+        mkd(upper, ".jj", 0755);
+        mkd(upper, ".jj/repo", 0755);
+        mkd(upper, ".jj/repo/store", 0755);
+        put(upper, ".jj/repo/store/git_target", "/tmp/evil.git\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        cr_assert_str_eq(c[0].path, ".jj/repo/store/git_target");
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        aj_ws_changes_free(c, n);
+}
+
+/* rw: jj's git backend pointed elsewhere during the run (git_target, or its "git" swapped for
+ * a symlink to a repository the agent made outside the workspace) is named at the end. */
+Test(workspace, git_changed_in_place_jj_git_target)
+{
+        mkd(lower, ".jj", 0755);
+        mkd(lower, ".jj/repo", 0755);
+        mkd(lower, ".jj/repo/store", 0755);
+        put(lower, ".jj/repo/store/type", "git\n", 0644);
+        put(lower, ".jj/repo/store/git_target", "git\n", 0644);
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, ".jj/repo/store/git_target", "/tmp/evil.git\n", 0644);
+        cr_assert_eq(symlink("/tmp/evil.git", at(lower, ".jj/repo/store/git")), 0);
+        put(lower, ".jj/repo/store/type", "git\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(found_path(found, ".jj/repo/store/git_target"), "%s", json_dumps(found, JSON_COMPACT));
+        cr_expect(found_path(found, ".jj/repo/store/git"), "%s", json_dumps(found, JSON_COMPACT));
+        cr_expect_not(found_path(found, ".jj/repo/store/type"), "the store's data");
+        json_decref(found);
+}
+
 /* Whatever the agent creates, the look stays bounded and says where it stopped: more
  * repositories than it looks into, more entries than it walks, deeper than it goes. */
 Test(workspace, git_changed_in_place_nested_bounded)
