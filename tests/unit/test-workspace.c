@@ -1752,16 +1752,20 @@ Test(workspace, git_changed_in_place_nested_repositories)
         json_decref(found);
 }
 
+/* A .jj with its repo/store in `base`. */
+static void mk_jj_store(const char *base)
+{
+        mkd(base, ".jj", 0755);
+        mkd(base, ".jj/repo", 0755);
+        mkd(base, ".jj/repo/store", 0755);
+}
+
 /* overlay: the same change in the upper dir is marked, commit wants a decision. */
 Test(workspace, git_code_jj_git_target)
 {
-        mkd(lower, ".jj", 0755);
-        mkd(lower, ".jj/repo", 0755);
-        mkd(lower, ".jj/repo/store", 0755);
+        mk_jj_store(lower);
         put(lower, ".jj/repo/store/git_target", "git\n", 0644);
-        mkd(upper, ".jj", 0755);
-        mkd(upper, ".jj/repo", 0755);
-        mkd(upper, ".jj/repo/store", 0755);
+        mk_jj_store(upper);
         put(upper, ".jj/repo/store/git_target", "/tmp/evil.git\n", 0644);
         AjWsChange *c = NULL;
         size_t n = diff(&c, 0);
@@ -1775,9 +1779,7 @@ Test(workspace, git_code_jj_git_target)
  * a symlink to a repository the agent made outside the workspace) is named at the end. */
 Test(workspace, git_changed_in_place_jj_git_target)
 {
-        mkd(lower, ".jj", 0755);
-        mkd(lower, ".jj/repo", 0755);
-        mkd(lower, ".jj/repo/store", 0755);
+        mk_jj_store(lower);
         put(lower, ".jj/repo/store/type", "git\n", 0644);
         put(lower, ".jj/repo/store/git_target", "git\n", 0644);
         usleep(20000);
