@@ -112,7 +112,8 @@ static int scan_dir(GitScan *s, int fd, size_t len, unsigned depth)
                 /* Down where git keeps what it may run; not into an object store, refs or
                  * logs, also a submodule's (modules/NAME/objects: large, and data). */
                 bool data = streq(e->d_name, "objects") || streq(e->d_name, "refs") || streq(e->d_name, "logs");
-                if (r >= 0 && mine && S_ISDIR(st.st_mode) && !data) {
+                bool holds = !mine && !s->bare && S_ISDIR(st.st_mode) && ws_dir_holds_git_code(s->path);
+                if (r >= 0 && (mine || holds) && S_ISDIR(st.st_mode) && !data) {
                         if (depth + 1 >= AJ_WS_GIT_MAX_DEPTH) {
                                 cut(s, "depth");
                                 continue;

@@ -61,6 +61,10 @@ int ws_change_compare(const void *a, const void *b);
  * --separate-git-dir) is one git reads commands or config from: its config, hooks,
  * commondir... judged by aj_ws_path_git_code() as if below a .git. The reason, or NULL. */
 const char *ws_gitdir_git_code(const char *rest, mode_t type);
+/* Whether the directory `path` (workspace-relative), though not one of git's own files
+ * (aj_ws_path_git_code()), holds some below it: a .jj's repo/store, which holds git_target.
+ * The end-of-run walk goes into it. */
+bool ws_dir_holds_git_code(const char *path);
 
 /* The paths (relative, "" the root) in the workspace that the config of the repositories
  * whose work trees start at `tops` (relative; "" the root, or when the root holds no .git

@@ -62,6 +62,12 @@ static const char *const hg_data_files[] = { "dirstate",      "branch",         
  * repository's), nor a repo that is a file (a workspace's pointer to another repository). */
 static const char *const jj_data_dirs[] = { "repo/store", "repo/op_store", "repo/op_heads",
                                             "repo/index", "working_copy",  NULL };
+/* ... but what in them says where jj's git backend works: repo/store/git_target (the git
+ * repository's path, absolute or from the store: "git", the colocated "../../../.git"), and
+ * any symlink (a store's "git" pointed elsewhere). `jj git fetch` runs git in that repository,
+ * which reads its config (core.sshCommand): another one, made by the agent outside the
+ * workspace (in another rw bind), would be another repository's config, none of it seen here. */
+static const char *const jj_pointer_files[] = { "repo/store/git_target", NULL };
 
 static bool in_list(const char *const *list, const char *s, size_t len)
 {
@@ -74,6 +80,28 @@ static bool in_list(const char *const *list, const char *s, size_t len)
 static bool component_is(const char *c, size_t len, const char *name)
 {
         return len == strlen(name) && strncasecmp(c, name, len) == 0;
+}
+
+/* Whether `path` is a .jj's directory that is data itself but holds one of jj's pointers
+ * (repo/store: git_target). */
+bool ws_dir_holds_git_code(const char *path)
+{
+        for (const char *c = path; *c;) {
+                const char *end = strchrnul(c, '/');
+                size_t len = (size_t)(end - c);
+                if (component_is(c, len, ".git") || component_is(c, len, ".hg"))
+                        return false; /* their rules, as aj_ws_path_git_code() */
+                if (component_is(c, len, ".jj")) {
+                        const char *rest = *end ? end + 1 : end;
+                        size_t n = strlen(rest);
+                        for (size_t i = 0; n && jj_pointer_files[i]; i++)
+                                if (strncmp(jj_pointer_files[i], rest, n) == 0 && jj_pointer_files[i][n] == '/')
+                                        return true;
+                        return false;
+                }
+                c = *end ? end + 1 : end;
+        }
+        return false;
 }
 
 const char *aj_ws_path_git_code(const char *path, mode_t type)
@@ -100,6 +128,9 @@ const char *aj_ws_path_git_code(const char *path, mode_t type)
                         if (!*end)
                                 return S_ISDIR(type) ? NULL : "a .jj that is not a directory";
                         const char *rest = end + 1;
+                        if (S_ISLNK(type) || in_list(jj_pointer_files, rest, strlen(rest)))
+                                return "where Jujutsu's git repository is (store/git_target, a symlink below .jj): jj "
+                                       "on this host runs git there, which may run code from that repository's config";
                         for (size_t i = 0; jj_data_dirs[i]; i++) {
                                 size_t n = strlen(jj_data_dirs[i]);
                                 if (strncmp(rest, jj_data_dirs[i], n) == 0 &&

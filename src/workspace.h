@@ -116,7 +116,8 @@ typedef struct {
  * modules/ and worktrees/ (other repositories' config and hooks), a rebase's todo list
  * (exec lines), files git does not know yet. The same for ".hg" and Mercurial (all but
  * its store, caches, dirstate and undo files: hgrc, requires, sharedpath), and ".jj" and
- * Jujutsu (all but its stores: repo/config.toml, repo/config-id, a repo file). Over-flags
+ * Jujutsu (all but its stores: repo/config.toml, repo/config-id, a repo file; in the stores
+ * repo/store/git_target and a symlink, which say where jj runs git). Over-flags
  * rather than under-flags. aj_ws_diff() also marks such a file below a directory that holds a HEAD after the run
  * (a bare repository, a gitdir not named ".git", one whose commondir names objects and
  * refs elsewhere), and a change at, below or in place of a path the workspace

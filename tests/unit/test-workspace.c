@@ -1098,6 +1098,8 @@ Test(workspace, git_code_paths)
                 ".jj/repo/storex",
                 ".jj/config.toml",
                 "sub/.jj/repo/config.toml",
+                ".jj/repo/store/git_target",
+                ".JJ/repo/store/git_target",
         };
         for (size_t i = 0; i < ARRAY_SIZE(flagged); i++)
                 cr_expect_not_null(aj_ws_path_git_code(flagged[i], S_IFREG), "%s is flagged", flagged[i]);
@@ -1112,6 +1114,13 @@ Test(workspace, git_code_paths)
         cr_expect_not_null(aj_ws_path_git_code(".jj/repo", S_IFREG),
                            "a .jj/repo file (another repository's) is flagged");
         cr_expect_not_null(aj_ws_change_git_code(".jj", AJ_WS_REPLACED, S_IFDIR), "a .jj replaced is flagged");
+        /* jj's git backend works in the repository its store's git_target names ("git", the
+         * store's own, or the colocated ../../../.git): `jj git fetch` runs git there, which
+         * reads that repository's config (core.sshCommand). Pointed elsewhere (a repository
+         * the agent made outside the workspace, in another rw bind), by git_target or by a
+         * symlink in the store's place, it is another repository's config. */
+        cr_expect_not_null(aj_ws_path_git_code(".jj/repo/store/git", S_IFLNK), "a symlink in jj's store is flagged");
+        cr_expect_not_null(aj_ws_path_git_code(".jj/working_copy/x", S_IFLNK), "a symlink below .jj is flagged");
 
         static const char *const data[] = {
                 ".git/objects/ab/cdef",
@@ -1740,6 +1749,51 @@ Test(workspace, git_changed_in_place_nested_repositories)
                      "and the directories sub/.git/hooks, lib/y/hooks2 and a/jj/.jj/repo (an entry added): %s",
                      json_dumps(found, JSON_COMPACT));
         cr_expect(json_is_false(json_object_get(found, "cut")));
+        json_decref(found);
+}
+
+/* A .jj with its repo/store in `base`. */
+static void mk_jj_store(const char *base)
+{
+        mkd(base, ".jj", 0755);
+        mkd(base, ".jj/repo", 0755);
+        mkd(base, ".jj/repo/store", 0755);
+}
+
+/* overlay: the same change in the upper dir is marked, commit wants a decision. */
+Test(workspace, git_code_jj_git_target)
+{
+        mk_jj_store(lower);
+        put(lower, ".jj/repo/store/git_target", "git\n", 0644);
+        mk_jj_store(upper);
+        put(upper, ".jj/repo/store/git_target", "/tmp/evil.git\n", 0644);
+        AjWsChange *c = NULL;
+        size_t n = diff(&c, 0);
+        cr_assert_eq(n, 1);
+        cr_assert_str_eq(c[0].path, ".jj/repo/store/git_target");
+        cr_expect_not_null(c[0].git_code, "%s", c[0].path);
+        aj_ws_changes_free(c, n);
+}
+
+/* rw: jj's git backend pointed elsewhere during the run (git_target, or its "git" swapped for
+ * a symlink to a repository the agent made outside the workspace) is named at the end. */
+Test(workspace, git_changed_in_place_jj_git_target)
+{
+        mk_jj_store(lower);
+        put(lower, ".jj/repo/store/type", "git\n", 0644);
+        put(lower, ".jj/repo/store/git_target", "git\n", 0644);
+        usleep(20000);
+        uint64_t since = now_ns();
+        usleep(20000);
+        put(lower, ".jj/repo/store/git_target", "/tmp/evil.git\n", 0644);
+        cr_assert_eq(symlink("/tmp/evil.git", at(lower, ".jj/repo/store/git")), 0);
+        put(lower, ".jj/repo/store/type", "git\n", 0644);
+        json_t *found = NULL;
+        cr_assert_eq(aj_ws_git_changed(lower_fd, since, NULL, &found), 0);
+        cr_assert_not_null(found);
+        cr_expect(found_path(found, ".jj/repo/store/git_target"), "%s", json_dumps(found, JSON_COMPACT));
+        cr_expect(found_path(found, ".jj/repo/store/git"), "%s", json_dumps(found, JSON_COMPACT));
+        cr_expect_not(found_path(found, ".jj/repo/store/type"), "the store's data");
         json_decref(found);
 }
 
