@@ -176,19 +176,9 @@ void aj_sup_breach_handle(AjSupBreach *b, const AjBreach *breach)
         json_auto_t *fields = json_pack("{s:s, s:f, s:f, s:O?, s:s, s:s?}", "cap", breach->cap, "limit", breach->limit,
                                         "value", breach->value, "request", breach->request, "action",
                                         kill ? "kill" : "freeze", "reason", breach->reason);
-        /* Already stopped for an earlier breach: nothing more to do but record it. These are
-         * the agent's doing (requests it sent before the stop and the supervisor serves after
-         * it: what a broker dispatch had read from every connection, a killed jail's socket
-         * buffers), one record each, each with its request: they go in the agent's share of
-         * the log like the requests that made them (refused when it is full, and counted in
-         * log.refused). The reserve, never refused, takes a bounded few records per stop: a
-         * pipeline of 64 KiB tool calls put a 64 KiB cap.breach there for each, megabytes
-         * past logs.events_bytes at every stop. */
-        if (b->quarantined && (b->frozen || b->killed)) {
-                (void)aj_sup_breach_emit_agent(b, "cap.breach", json_incref(fields));
-                return;
-        }
         int recorded = aj_sup_emit(&b->events, "cap.breach", json_incref(fields));
+        if (b->quarantined && (b->frozen || b->killed))
+                return; /* already stopped for an earlier breach: recorded, nothing more to do */
 
         /* disk_free is a floor: its value went below the limit; every other cap is a ceiling. */
         bool floor = streq(breach->cap, "disk_free");

@@ -585,37 +585,6 @@ Test(supervisor, log_bytes_breach_once_per_stop)
         fake_run_free(f);
 }
 
-/* Requests the agent sent before a stop are served after it (what a broker dispatch had read
- * from every connection, a killed jail's socket buffers): each crossing the cap again is a
- * breach, with its request. Recorded in the agent's share like the requests themselves: in
- * the supervisor's reserve, which is never refused, a pipeline of 64 KiB tool calls wrote
- * megabytes past logs.events_bytes at every stop. */
-Test(supervisor, breaches_after_the_stop_are_in_the_agents_share)
-{
-        for (int kill = 0; kill < 2; kill++) {
-                FakeRun *f = fake_run(&(FakeConfig){ .kill_on_breach = kill });
-                json_auto_t *req = json_pack("{s:s, s:s}", "op", "tool", "gen_ai.tool.name", "crm.update");
-                AjBreach br = { .cap = "tool_calls", .limit = 10, .value = 11, .request = req };
-                aj_sup_breach_handle(&f->breach, &br);
-                cr_expect_eq(count(&f->chain, "cap.breach"), 1, "the stop's own breach: in the reserve");
-                cr_expect_eq(kill ? f->cgroup_kills : f->freezes, 1);
-
-                f->chain.full = true; /* the agent's share: used up */
-                for (int i = 0; i < 100; i++)
-                        aj_sup_breach_handle(&f->breach, &br);
-                cr_expect_eq(count(&f->chain, "cap.breach"), 1, "kill %d: later breaches refused by the share", kill);
-                cr_expect_eq(aj_sup_breach_events_refused(&f->breach), 100, "and counted for log.refused");
-                cr_expect_eq(kill ? f->cgroup_kills : f->freezes, 1, "one stop");
-                cr_expect_eq(f->incidents, 1);
-
-                f->chain.full = false;
-                aj_sup_breach_handle(&f->breach, &br);
-                cr_expect_eq(count(&f->chain, "cap.breach"), 2, "with room in the share: recorded");
-                cr_expect(json_object_get(last(&f->chain, "cap.breach"), "request"));
-                fake_run_free(f);
-        }
-}
-
 Test(supervisor, log_bytes_breach_waits_for_the_batch)
 {
         FakeRun *f = fake_run(&(FakeConfig){ 0 });
