@@ -161,6 +161,19 @@ static bool plain_name(const json_t *v)
         return true;
 }
 
+/* JSON-RPC 2.0: a request or a notification has a string "method" and neither "result" nor
+ * "error"; a response has no "method". A message with a method that is not a string, or
+ * with a method and a result or an error, is neither, and clients read it differently: the
+ * Python SDK takes {"id":7,"method":null,"result":...} for the response to request 7 (its
+ * request model wants a string method, its response model allows other members). The
+ * relay passes on what is not a response: such a message from the server answered a call
+ * awaiting the broker's verdict, or a listing before its filter, past the relay. */
+static bool neither_request_nor_response(const json_t *msg)
+{
+        json_t *method = json_object_get(msg, "method");
+        return method && (!json_is_string(method) || json_object_get(msg, "result") || json_object_get(msg, "error"));
+}
+
 static int judge_tool_call(AjMcpMsg *m, const char *server)
 {
         char name[AJ_BROKER_MAX_NAME + 64];
@@ -209,6 +222,13 @@ int aj_mcp_from_client(const char *line, size_t len, const char *server,
         }
         if (!json_is_object(m.msg)) {
                 r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST, "agentjail mcp: a message must be a JSON object");
+                goto out;
+        }
+        if (neither_request_nor_response(m.msg)) {
+                r = reply_error(&m, NULL, AJ_MCP_E_INVALID_REQUEST,
+                                "agentjail mcp: a message with a \"method\" that is not a string, or with a method "
+                                "and a \"result\" or an \"error\", is neither a request nor a response; nothing was "
+                                "forwarded");
                 goto out;
         }
         m.id = json_object_get(m.msg, "id");
@@ -280,6 +300,10 @@ int aj_mcp_from_server(const char *line, size_t len, AjMcpMsg *ret)
         } else if (!json_is_object(m.msg)) {
                 m.action = AJ_MCP_DROP;
                 m.why = "a JSON value that is not an object";
+        } else if (neither_request_nor_response(m.msg)) {
+                m.action = AJ_MCP_DROP;
+                m.why = "neither a request nor a response (a \"method\" that is not a string, or a method with a "
+                        "result or an error), which a client could take for the answer to a request in flight";
         } else {
                 m.id = json_object_get(m.msg, "id");
                 id_key(m.id, m.id_key);

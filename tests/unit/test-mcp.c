@@ -307,6 +307,39 @@ Test(mcp, server_messages)
         }
 }
 
+/* JSON-RPC 2.0: a request or a notification has a string method and neither a result nor
+ * an error; a response has no method. What is neither is read differently by clients: the
+ * Python SDK takes {"id":7,"method":null,"result":...} for the response to request 7 (its
+ * request model wants a string method; its response model allows other members). Passed on
+ * as "not a response", it answered a call awaiting the broker's verdict, or a listing
+ * before its filter, past the relay. Dropped from the server, refused from the client. */
+Test(mcp, neither_request_nor_response)
+{
+        static const char *neither[] = {
+                "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":null,\"result\":{\"content\":[]}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":5,\"result\":{\"tools\":[{\"name\":\"write_file\"}]}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":{},\"error\":{\"code\":1,\"message\":\"x\"}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"x\",\"result\":{\"content\":[]}}",
+                "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"x\",\"error\":{\"code\":1,\"message\":\"x\"}}",
+                "{\"jsonrpc\":\"2.0\",\"method\":false}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(neither); i++) {
+                AjMcpMsg m;
+                cr_assert_eq(aj_mcp_from_server(neither[i], strlen(neither[i]), &m), 0);
+                cr_expect_eq(m.action, AJ_MCP_DROP, "from the server, case %zu", i);
+                cr_expect_null(m.line);
+                cr_expect_not_null(m.why);
+                aj_mcp_msg_done(&m);
+
+                m = client(neither[i]);
+                cr_expect_eq(m.action, AJ_MCP_REPLY, "from the client, case %zu", i);
+                json_auto_t *reply = json_loads(m.line, 0, NULL);
+                cr_expect_eq(json_integer_value(json_object_get(json_object_get(reply, "error"), "code")),
+                             AJ_MCP_E_INVALID_REQUEST, "case %zu", i);
+                aj_mcp_msg_done(&m);
+        }
+}
+
 Test(mcp, call_ids)
 {
         char b[AJ_MCP_MAX_ID + 64];
