@@ -333,6 +333,38 @@ is "$(jq -r '"\(.cases[0].result) \(.cases[0].failures // [] | join("; "))"' <<<
 is "$(ls -A "$VICTIM")" secret.txt "... and nothing is written or removed where the symlink points"
 rm -rf "$VICTIM"
 
+# The scratch root is removed at the end through the directory fds held since it was made
+# (its parent's and its own), never by its path: here the scratch root's parent (TMPDIR) is
+# swapped for a symlink to a host directory holding a directory of the same name while the
+# case runs; eval removed that one, following the symlink, and left its own behind.
+VICTIM=$TEST_TMP/victim
+SWAPPED=$TEST_TMP/tmpswap
+mkdir -p "$VICTIM" "$SWAPPED"
+cat >"$TEST_TMP/parent.json" <<'EOF'
+{ "cases": [ { "name": "parent", "command": ["sh", "-c", "touch started && sleep 3"] } ] }
+EOF
+(
+        for _ in $(seq 100); do
+                for d in "$SWAPPED"/agentjail-eval.*; do
+                        if [[ -e "$d/case-1/workspace/started" ]]; then
+                                mkdir -p "$VICTIM/${d##*/}" && echo precious >"$VICTIM/${d##*/}/keep.txt" &&
+                                        mv "$SWAPPED" "$SWAPPED.orig" && ln -s "$VICTIM" "$SWAPPED"
+                                exit 0
+                        fi
+                done
+                sleep 0.1
+        done
+) &
+swapper=$!
+TMPDIR=$SWAPPED
+eval_run "$TEST_TMP/parent.json"
+TMPDIR=$TEST_TMP/tmp
+wait "$swapper"
+is "$(cat "$VICTIM"/agentjail-eval.*/keep.txt 2>&1)" precious \
+        "the scratch root's parent swapped for a symlink: nothing is removed where it points" || eval_diag
+is "$(ls -A "$SWAPPED.orig" 2>&1)" "" "... and the scratch root eval made is removed from where it is"
+rm -rf "$VICTIM" "$SWAPPED" "$SWAPPED.orig"
+
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"
 if command -v script >/dev/null; then
