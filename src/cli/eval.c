@@ -613,8 +613,8 @@ static void eval_done(Eval *e)
         if (e->scratch_fd >= 0 && !e->keep) {
                 int r = aj_rm_rf_pinned(e->scratch_parent_fd, e->scratch_name, e->scratch_fd);
                 if (r < 0) {
-                        (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", e->scratch,
-                                                   strerror(-r));
+                        (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s",
+                                                   e->scratch ?: e->scratch_name, strerror(-r));
                         fputc('\n', stderr);
                 }
         }
