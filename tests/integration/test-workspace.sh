@@ -725,9 +725,11 @@ aj discard "$JAIL_RUN_ID"
 # commit writes a changed file anew: written without the lower file's ACL, its mode's group bits
 # (the ACL's mask) became the owning group's access, which the ACL had given nothing, and the
 # named user lost theirs. Set and read as bytes (python3), so that the test needs no acl tools.
+# The named user is the owner, 4242: the overlay's copy-up in the jail's user namespace fails
+# (EINVAL) for an ACL naming a user the jail does not map.
 ACL_PY='import os, struct, sys
 def acl(group_perm):
-        e = [(1, 6, 0xffffffff), (2, 6, 4444), (4, group_perm, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 0, 0xffffffff)]
+        e = [(1, 6, 0xffffffff), (2, 6, 4242), (4, group_perm, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 0, 0xffffffff)]
         return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *x) for x in e)
 if sys.argv[1] == "set":
         os.setxattr(sys.argv[2], "system.posix_acl_access", acl(0))
