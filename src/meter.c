@@ -835,13 +835,19 @@ static bool fee_for(const AjMeter *m, const char *model, const AjPrice *p, int w
                entry_fee(aj_price_table_find(m->prices, "*"), which, ret);
 }
 
-uint64_t aj_meter_max_output(const AjMeter *m, const char *model)
+uint64_t aj_meter_max_output(const AjMeter *m, const char *model, bool *ret_from_profile)
 {
         const AjPrice *p = aj_price_table_find(m->prices, model);
-        if (!p || !p->max_output)
+        bool from_profile = p && p->max_output;
+        if (!from_profile) {
                 p = aj_price_table_find(shipped_table(m), model);
-        if (!p || !p->max_output)
-                p = aj_price_table_find(m->prices, "*");
+                if (!p || !p->max_output) {
+                        p = aj_price_table_find(m->prices, "*");
+                        from_profile = p && p->max_output;
+                }
+        }
+        if (ret_from_profile)
+                *ret_from_profile = from_profile;
         return p ? p->max_output : 0;
 }
 

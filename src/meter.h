@@ -210,8 +210,9 @@ typedef struct {
 } AjMeterUsage;
 /* The most output tokens `model` writes in one answer: the profile's entry for its name or
  * base name, else the table's, else the profile's "*" (the first of them that gives one);
- * 0 when none does. */
-uint64_t aj_meter_max_output(const AjMeter *m, const char *model);
+ * 0 when none does. *ret_from_profile (NULL: not wanted) says whether the profile gave it
+ * (its entry or "*"), a claim of the operator's, rather than the shipped table. */
+uint64_t aj_meter_max_output(const AjMeter *m, const char *model, bool *ret_from_profile);
 /* Whether the profile's prices or the shipped table has an entry of exactly `model`'s name
  * (not its base name, nor "*"). */
 bool aj_meter_price_named(const AjMeter *m, const char *model);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 
 #include "util/fd.h"
 #include "util/format.h"
@@ -175,9 +176,44 @@ typedef struct {
         gid_t gid;
 } Commit;
 
+#define ACL_ACCESS_XATTR "system.posix_acl_access"
+
+/* The access ACL of the lower file pinned at lower_pin (an O_PATH fd) given to out_fd in
+ * place of whatever it had (the directory's default ACL, inherited at its creation), or
+ * none when the lower file has none: a commit writes a changed file anew and renames it
+ * over the lower one, and without it the file's named users and groups lost their access,
+ * and the mode's group bits, which are the ACL's mask, became the owning group's access
+ * (a group the ACL gave nothing would read and write). The mode is set after it, as a
+ * chmod of the lower file would be (owner, mask, other). Through /proc: an O_PATH fd takes
+ * no fgetxattr, and the lower file needs no read rights. */
+static int keep_acl(int lower_pin, int out_fd)
+{
+        char proc[40];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", lower_pin);
+        ssize_t n = getxattr(proc, ACL_ACCESS_XATTR, NULL, 0);
+        if (n < 0 && errno != ENODATA && errno != EOPNOTSUPP)
+                return -errno;
+        if (n <= 0) {
+                if (fremovexattr(out_fd, ACL_ACCESS_XATTR) < 0 && errno != ENODATA && errno != EOPNOTSUPP)
+                        return -errno;
+                return 0;
+        }
+        if (n > XATTR_SIZE_MAX)
+                return -E2BIG;
+        _cleanup_free_ char *acl = malloc((size_t)n);
+        if (!acl)
+                return -ENOMEM;
+        ssize_t got = getxattr(proc, ACL_ACCESS_XATTR, acl, (size_t)n);
+        if (got < 0)
+                return errno == ERANGE ? -EBADFD : -errno; /* changed since: the run is not over */
+        return fsetxattr(out_fd, ACL_ACCESS_XATTR, acl, (size_t)got, 0) < 0 ? -errno : 0;
+}
+
 /* A regular file or a symlink from upper, written under a temporary name in lparent_fd,
- * its name returned in tmp. */
-static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t type, uid_t uid, gid_t gid, char tmp[32])
+ * its name returned in tmp; a file replacing a lower one pinned at lower_pin (else -1)
+ * keeps its access ACL. */
+static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t type, uid_t uid, gid_t gid,
+                      int lower_pin, char tmp[32])
 {
         struct stat ust;
         int r;
@@ -236,6 +272,8 @@ static int write_temp(int uparent_fd, int lparent_fd, const char *name, mode_t t
         /* chown before chmod: chown may clear mode bits. */
         if (r >= 0 && fchown(out_fd, uid, gid) < 0)
                 r = -errno;
+        if (r >= 0 && lower_pin >= 0)
+                r = keep_acl(lower_pin, out_fd);
         if (r >= 0 && fchmod(out_fd, sanitized_mode(ust.st_mode)) < 0)
                 r = -errno;
         if (r >= 0 && futimens(out_fd, times) < 0)
@@ -328,9 +366,18 @@ static int apply_one(const Commit *cm, const AjWsChange *c, const char **ret_wha
         if (!in_lower && errno != ENOENT)
                 return -errno;
         bool same_type = in_lower && (lst.st_mode & S_IFMT) == c->type;
+        _cleanup_close_ int lower_pin = -1;
+        if (same_type && c->type == S_IFREG) {
+                struct stat pst;
+                lower_pin = openat(lparent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                if (lower_pin < 0 || fstat(lower_pin, &pst) < 0)
+                        return -errno;
+                if (pst.st_dev != lst.st_dev || pst.st_ino != lst.st_ino)
+                        return -EBADFD; /* replaced since its lstat: the run is not over */
+        }
         char tmp[32];
         int r = write_temp(uparent_fd, lparent_fd, name, c->type, same_type ? lst.st_uid : cm->uid,
-                           same_type ? lst.st_gid : cm->gid, tmp);
+                           same_type ? lst.st_gid : cm->gid, lower_pin, tmp);
         if (r < 0)
                 return r;
         /* rename() replaces anything but a directory: a file replacing one removes it first. */

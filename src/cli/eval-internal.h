@@ -45,7 +45,10 @@ typedef struct {
         AjPaths paths;
         char self[PATH_MAX];
         char *scratch;
-        int scratch_fd; /* the scratch root, opened as mkdtemp() made it */
+        /* The scratch root, opened as mkdtemp() made it, by its name in its parent, opened
+         * before: made, used and removed through these, never by its path. */
+        int scratch_fd, scratch_parent_fd;
+        char scratch_name[32];
         bool keep, progress;
         size_t jobs, next, done;
         Slot slots[AJ_EVAL_MAX_JOBS];

@@ -610,11 +610,19 @@ static void eval_done(Eval *e)
         for (size_t i = 0; e->results && i < e->suite->n_cases; i++)
                 aj_eval_result_done(&e->results[i]);
         free(e->results);
-        if (e->scratch && !e->keep)
-                (void)aj_rm_rf(e->scratch);
+        if (e->scratch_fd >= 0 && !e->keep) {
+                int r = aj_rm_rf_pinned(e->scratch_parent_fd, e->scratch_name, e->scratch_fd);
+                if (r < 0) {
+                        (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s",
+                                                   e->scratch ?: e->scratch_name, strerror(-r));
+                        fputc('\n', stderr);
+                }
+        }
         free(e->scratch);
         if (e->scratch_fd >= 0)
                 close(e->scratch_fd);
+        if (e->scratch_parent_fd >= 0)
+                close(e->scratch_parent_fd);
         aj_strv_free(e->runs_before);
         aj_strv_free(e->claimed_runs);
         for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
@@ -709,8 +717,9 @@ static int eval_prepare(Eval *e)
 {
         ssize_t n = readlink("/proc/self/exe", e->self, sizeof(e->self) - 1);
         const char *tmp = getenv("TMPDIR");
+        const char *parent = tmp && tmp[0] == '/' ? tmp : "/tmp";
         char tmpl[PATH_MAX];
-        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", tmp && tmp[0] == '/' ? tmp : "/tmp");
+        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", parent);
         if (n <= 0 || (size_t)n >= sizeof(e->self) - 1) {
                 cli_fail("eval", "cannot find agentjail's own binary: %s", strerror(errno));
                 return -1;
@@ -719,16 +728,26 @@ static int eval_prepare(Eval *e)
         if (cli_open_paths("eval", &e->paths) < 0 || snapshot_runs(e) < 0)
                 return -1;
         e->results = calloc(e->suite->n_cases, sizeof(AjEvalResult));
-        /* Its path as the kernel names it: a replayed case's workspace (its run's cwd) is found
-         * in its case dir by it. */
-        if (!e->results || !mkdtemp(tmpl)) {
-                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno ?: ENOMEM));
+        if (!e->results) {
+                cli_fail("eval", "out of memory");
                 return -1;
         }
-        if (!(e->scratch = realpath(tmpl, NULL)) ||
-            (e->scratch_fd = open(e->scratch, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+        /* Its parent held first and the root opened in it by name as mkdtemp() made it: the
+         * cases' dirs are made in it and the whole removed at the end (eval_done()) through
+         * these fds, so a symlink or another directory put in its place is never followed. */
+        if ((e->scratch_parent_fd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 || !mkdtemp(tmpl)) {
+                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno));
+                return -1;
+        }
+        snprintf(e->scratch_name, sizeof(e->scratch_name), "%s", strrchr(tmpl, '/') + 1);
+        /* Its path as the kernel names it: a replayed case's workspace (its run's cwd) is found
+         * in its case dir by it. */
+        if ((e->scratch_fd = openat(e->scratch_parent_fd, e->scratch_name,
+                                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+            !(e->scratch = realpath(tmpl, NULL))) {
                 cli_fail("eval", "cannot open the scratch directory '%s': %s", tmpl, strerror(errno));
-                (void)rmdir(tmpl);
+                if (e->scratch_fd < 0)
+                        (void)unlinkat(e->scratch_parent_fd, e->scratch_name, AT_REMOVEDIR);
                 return -1;
         }
         /* The scratch root is agentjail's own while the cases run (it makes, reads and removes
@@ -843,6 +862,7 @@ int aj_cmd_eval(int argc, char **argv)
                    .jobs = jobs,
                    .keep = keep,
                    .scratch_fd = -1,
+                   .scratch_parent_fd = -1,
                    .progress = isatty(STDERR_FILENO) };
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
                 e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1, .dir_fd = -1, .ws_fd = -1 };

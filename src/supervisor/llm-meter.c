@@ -39,6 +39,7 @@ struct AjSupLlmCall {
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
         const char *limit_set;                    /* the output limit the gateway set in the request (bound_output()) */
+        uint64_t limit_set_tokens;                /* and its tokens */
         char *model;
         AjMeterUsage worst;
         AjMeterReservation res;
@@ -178,33 +179,43 @@ static bool spend_capped(const AjMeter *m)
 /* The output tokens an answer of a request that sets no limit is reserved. Unbounded, the
  * model may write up to its own maximum (128,000 for OpenAI's reasoning models, whose hidden
  * tokens no stream shows before its usage), in every call in flight: under a tokens or cost
- * cap, a model whose maximum is known (aj_meter_max_output()) is reserved that maximum when
- * it is no more than AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, and otherwise AJ_SUP_LLM_DEFAULT_MAX_OUTPUT
- * is set in the request, so that the provider stops there. Setting it for a model whose
- * maximum is smaller would have the request refused (OpenAI refuses a max_completion_tokens
- * above the model's maximum), and an unknown model's is not known: those are forwarded as
- * they are. Messages requires max_tokens of the client: nothing changes there. */
+ * cap, a model whose maximum is known (aj_meter_max_output()) is reserved the smaller of that
+ * maximum and AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, and what is reserved is what the request allows.
+ * The shipped table's maximum is the provider's own: the provider stops there, and the
+ * request goes as it is. Any other limit is set in the request, so that the provider stops
+ * at what was reserved: AJ_SUP_LLM_DEFAULT_MAX_OUTPUT for a model whose maximum is more, and
+ * a maximum the profile claims (its entry or "*"), which may be wrong (a claim of 8,000 for a
+ * model writing 64,000 would otherwise overshoot a cap by the difference, in every call in
+ * flight; one above the model's maximum has the request refused by OpenAI, which fails
+ * closed). An unknown model's maximum is not known: setting one would have the request
+ * refused (OpenAI refuses a max_completion_tokens above the model's maximum), so it is
+ * forwarded as it is. Messages requires max_tokens of the client: nothing changes there. */
 static int bound_output(AjSupLlmCall *cs, const AjGatewayRequest *req, AjGatewayVerdict *v, uint64_t *ret)
 {
         const char *field = aj_llm_output_limit_field(cs->api);
-        uint64_t most = field && spend_capped(cs->l->meter) ? aj_meter_max_output(cs->l->meter, cs->model) : 0;
+        bool claimed = false;
+        uint64_t most = field && spend_capped(cs->l->meter) ? aj_meter_max_output(cs->l->meter, cs->model, &claimed)
+                                                            : 0;
+        uint64_t limit = most < AJ_SUP_LLM_DEFAULT_MAX_OUTPUT ? most : AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
         *ret = AJ_SUP_LLM_DEFAULT_MAX_OUTPUT;
         if (!most)
                 return 0;
-        if (most <= AJ_SUP_LLM_DEFAULT_MAX_OUTPUT) {
+        if (most <= AJ_SUP_LLM_DEFAULT_MAX_OUTPUT && !claimed) {
                 *ret = most;
                 return 0;
         }
         char *body = NULL;
         size_t len = 0;
         int r = aj_llm_set_output_limit(cs->api, v->body ? v->body : req->body, v->body ? v->body_len : req->body_len,
-                                        AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, &body, &len);
+                                        limit, &body, &len);
         if (r <= 0)
                 return r == -ENOMEM ? r : 0; /* the body was read: nothing else can fail */
         free(v->body);
         v->body = body;
         v->body_len = len;
         cs->limit_set = field;
+        cs->limit_set_tokens = limit;
+        *ret = limit;
         return 0;
 }
 
@@ -571,7 +582,7 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
         if (ev && cs->limit_set && !cs->refused)
                 json_object_set_new(ev, "output_limit_set",
                                     json_pack("{s:s, s:I}", "field", cs->limit_set, "tokens",
-                                              (json_int_t)AJ_SUP_LLM_DEFAULT_MAX_OUTPUT));
+                                              (json_int_t)cs->limit_set_tokens));
         int r = emit(l, "llm.request", ev);
         if (miss)
                 (void)emit(l, "llm.replay_miss",

@@ -524,6 +524,35 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
         return r;
 }
 
+int aj_rm_rf_pinned(int parent_fd, const char *name, int dir_fd)
+{
+        struct stat st, now;
+        RmRf rm = { .top_fd = -1, .placed = true };
+        if (!name || !*name || strchr(name, '/') || streq(name, ".") || streq(name, ".."))
+                return -EINVAL;
+        if (fstat(dir_fd, &st) < 0)
+                return -errno;
+        if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        int r = rm_place_at(dir_fd, "", &rm.place);
+        if (r < 0)
+                return r;
+        rm_grant_owner(dir_fd, &st);
+        /* "." from the pin crosses no mount and looks up no path. */
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r = fd < 0 ? -errno : rm_contents(&rm, fd, 0);
+        /* Its name only while it is still this directory: whatever was put in its place is
+         * left as it is (unlinkat() follows no symlink; a directory swapped in between the
+         * check and the rmdir is removed only if empty). */
+        if (fstatat(parent_fd, name, &now, AT_SYMLINK_NOFOLLOW) < 0)
+                rm_note(&r, errno == ENOENT ? 0 : -errno);
+        else if (now.st_dev != st.st_dev || now.st_ino != st.st_ino)
+                rm_note(&r, -ESTALE);
+        else if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                rm_note(&r, -errno);
+        return r;
+}
+
 int aj_rm_rf_at(int dir_fd, const char *path)
 {
         if (!path || !*path || streq(path, "/"))

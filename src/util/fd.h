@@ -63,6 +63,11 @@ int aj_rm_rf(const char *path);
 /* The same for `path` relative to the directory open at dir_fd: `aj_rm_rf_at(fd, "name")`
  * removes only what that directory holds under that name, wherever its path leads now. */
 int aj_rm_rf_at(int dir_fd, const char *path);
+/* The same for the directory open at dir_fd (pinned when it was made: its path is never
+ * looked up), whose name is `name` in the directory open at parent_fd: emptied through
+ * dir_fd, then its name removed only while it is still that directory (-ESTALE, and
+ * nothing in its place touched, when another file, directory or symlink took it). */
+int aj_rm_rf_pinned(int parent_fd, const char *name, int dir_fd);
 /* What a tree takes on disk (allocated blocks, as du counts them; a file with several
  * links once, by inode, up to 4096 such inodes, then each link its share), never following
  * a symlink nor crossing into another file system. Directories deeper than

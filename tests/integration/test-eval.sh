@@ -313,18 +313,25 @@ cat >"$TEST_TMP/held.json" <<EOF
                "expect": { "files": [ { "path": "out.txt", "equals": "mine\n" },
                                       { "path": "secret.txt", "exists": false } ] } } ] }
 EOF
-(
-        for _ in $(seq 100); do
-                for d in "$TMPDIR"/agentjail-eval.*/case-1; do
-                        if [[ -e "$d/workspace/started" ]]; then
-                                mv "$d/workspace" "$d/ws.orig" && ln -s "$VICTIM" "$d/workspace"
-                                exit 0
-                        fi
+# swap_when_started PARENT FUNC: in the background (its pid in swapper), once the first case of
+# the eval whose scratch root is in PARENT has started (its workspace holds "started"), runs
+# FUNC with that scratch root.
+swap_when_started() {
+        (
+                for _ in $(seq 100); do
+                        for d in "$1"/agentjail-eval.*; do
+                                if [[ -e "$d/case-1/workspace/started" ]]; then
+                                        "$2" "$d"
+                                        exit
+                                fi
+                        done
+                        sleep 0.1
                 done
-                sleep 0.1
-        done
-) &
-swapper=$!
+        ) &
+        swapper=$!
+}
+swap_workspace() { mv "$1/case-1/workspace" "$1/case-1/ws.orig" && ln -s "$VICTIM" "$1/case-1/workspace"; }
+swap_when_started "$TMPDIR" swap_workspace
 eval_run "$TEST_TMP/held.json" --json
 wait "$swapper"
 is "$(jq -r '"\(.cases[0].result) \(.cases[0].failures // [] | join("; "))"' <<<"$EVAL_OUT" 2>&1)" "pass " \
@@ -332,6 +339,30 @@ is "$(jq -r '"\(.cases[0].result) \(.cases[0].failures // [] | join("; "))"' <<<
         eval_diag
 is "$(ls -A "$VICTIM")" secret.txt "... and nothing is written or removed where the symlink points"
 rm -rf "$VICTIM"
+
+# The scratch root is removed at the end through the directory fds held since it was made
+# (its parent's and its own), never by its path: here the scratch root's parent (TMPDIR) is
+# swapped for a symlink to a host directory holding a directory of the same name while the
+# case runs; eval removed that one, following the symlink, and left its own behind.
+VICTIM=$TEST_TMP/victim
+SWAPPED=$TEST_TMP/tmpswap
+mkdir -p "$VICTIM" "$SWAPPED"
+cat >"$TEST_TMP/parent.json" <<'EOF'
+{ "cases": [ { "name": "parent", "command": ["sh", "-c", "touch started && sleep 3"] } ] }
+EOF
+swap_parent() {
+        mkdir -p "$VICTIM/${1##*/}" && echo precious >"$VICTIM/${1##*/}/keep.txt" &&
+                mv "$SWAPPED" "$SWAPPED.orig" && ln -s "$VICTIM" "$SWAPPED"
+}
+swap_when_started "$SWAPPED" swap_parent
+TMPDIR=$SWAPPED
+eval_run "$TEST_TMP/parent.json"
+TMPDIR=$TEST_TMP/tmp
+wait "$swapper"
+is "$(cat "$VICTIM"/agentjail-eval.*/keep.txt 2>&1)" precious \
+        "the scratch root's parent swapped for a symlink: nothing is removed where it points" || eval_diag
+is "$(ls -A "$SWAPPED.orig" 2>&1)" "" "... and the scratch root eval made is removed from where it is"
+rm -rf "$VICTIM" "$SWAPPED" "$SWAPPED.orig"
 
 # The progress line is for a terminal only.
 unlike "$EVAL_ERR" $'\r' "no progress line when stderr is not a terminal"

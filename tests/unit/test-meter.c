@@ -203,7 +203,8 @@ Test(meter, table_prices_dated_snapshots_and_reports_the_entry_used)
 }
 
 /* A model's maximum output: the profile's entry (name or base name), else the table's entry,
- * else the profile's "*"; 0 when none gives one. A bad value is refused. */
+ * else the profile's "*"; 0 when none gives one. Whether the profile gave it (a claim the
+ * gateway writes into a request, llm-meter.c bound_output()) is said. A bad value is refused. */
 Test(meter, max_output_of_a_model)
 {
         AjMeter *m = meter_with(AJ_CAP_TOKENS, 1000000);
@@ -212,22 +213,31 @@ Test(meter, max_output_of_a_model)
                         "\"gpt-b\": {\"input\": 1, \"output\": 2}}}";
         AjPriceTable *pt = NULL;
         AjError err = {};
+        bool claimed = true;
         cr_assert_eq(aj_price_table_parse(t, strlen(t), "test", &pt, &err), 0, "%s", aj_error_text(&err, 0));
         aj_meter_set_price_table(m, pt);
-        cr_expect_eq(aj_meter_max_output(m, "gpt-a"), 16384);
-        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14"), 16384, "a snapshot: its base name's");
-        cr_expect_eq(aj_meter_max_output(m, "gpt-b"), 0);
-        cr_expect_eq(aj_meter_max_output(m, "other"), 0);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a", &claimed), 16384);
+        cr_expect_not(claimed, "the shipped table's");
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14", NULL), 16384, "a snapshot: its base name's");
+        cr_expect_eq(aj_meter_max_output(m, "gpt-b", &claimed), 0);
+        cr_expect_not(claimed);
+        cr_expect_eq(aj_meter_max_output(m, "other", NULL), 0);
         /* A profile entry that prices only the tokens: the table's maximum still holds. */
         cr_assert_eq(aj_meter_set_price(m, "gpt-a", 1e-6, 1e-6, -1), 0);
-        cr_expect_eq(aj_meter_max_output(m, "gpt-a"), 16384);
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a", &claimed), 16384);
+        cr_expect_not(claimed, "still the table's");
         cr_assert_eq(aj_meter_set_price_max_output(m, "gpt-a", 4096), 0);
-        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14"), 4096, "the profile's own");
+        cr_expect_eq(aj_meter_max_output(m, "gpt-a-2025-04-14", &claimed), 4096, "the profile's own");
+        cr_expect(claimed, "the profile's own");
         cr_assert_eq(aj_meter_set_price(m, "*", 1e-6, 1e-6, -1), 0);
-        cr_expect_eq(aj_meter_max_output(m, "other"), 0);
+        cr_expect_eq(aj_meter_max_output(m, "other", NULL), 0);
         cr_assert_eq(aj_meter_set_price_max_output(m, "*", 8192), 0);
-        cr_expect_eq(aj_meter_max_output(m, "other"), 8192, "\"*\"'s");
-        cr_expect_eq(aj_meter_max_output(m, "gpt-b"), 8192, "the table's entry gives none: \"*\"'s");
+        claimed = false;
+        cr_expect_eq(aj_meter_max_output(m, "other", &claimed), 8192, "\"*\"'s");
+        cr_expect(claimed, "\"*\"'s");
+        claimed = false;
+        cr_expect_eq(aj_meter_max_output(m, "gpt-b", &claimed), 8192, "the table's entry gives none: \"*\"'s");
+        cr_expect(claimed, "\"*\"'s");
         cr_expect_eq(aj_meter_set_price_max_output(m, "gpt-a", 0), -EINVAL);
         cr_expect_eq(aj_meter_set_price_max_output(m, "gpt-a", AJ_PRICE_MAX_OUTPUT_TOKENS + 1ULL), -EINVAL);
         cr_expect_eq(aj_meter_set_price_max_output(m, "unpriced", 100), -ENOENT);

@@ -587,6 +587,81 @@ Test(supervisor_llm, the_output_limit_is_bounded_by_the_model_maximum)
         teardown(&f);
 }
 
+/* A maximum the profile claims (its entry, or "*" for every model without one) may be wrong:
+ * reserved without being sent, a model writing more would pass the cap. It is set in the
+ * request, so that the provider stops at what was reserved, and the llm.request says so; a
+ * claim above the reserve sets the reserve. The shipped table's maximum is not set. */
+Test(supervisor_llm, a_claimed_maximum_is_set_in_the_request)
+{
+        static const char *const caps[] = { "tokens=100000000", "cost_usd=1000" };
+        for (size_t c = 0; c < ARRAY_SIZE(caps); c++) {
+                Fixture f;
+                setup(&f, caps[c]);
+                set_output_maxima(&f);
+                json_int_t unknown, claimed;
+                json_t *sent = forwarded(&f, &openai, "/v1/chat/completions",
+                                         "{\"model\":\"gpt-none\",\"messages\":[]}", &unknown);
+                json_decref(sent);
+                cr_assert_eq(aj_meter_set_price(f.meter, "*", 1e-6, 1e-6, -1), 0);
+                cr_assert_eq(aj_meter_set_price_max_output(f.meter, "*", 8000), 0);
+                cr_assert_eq(aj_meter_set_price(f.meter, "gpt-016k", 1e-6, 1e-6, -1), 0);
+                static const struct {
+                        const char *path, *body, *field;
+                        json_int_t tokens;
+                } cases[] = {
+                        { "/v1/chat/completions", "{\"model\":\"gpt-any\",\"messages\":[]}", "max_completion_tokens",
+                          8000 },
+                        { "/v1/chat/completions", "{\"model\":\"gpt-none\",\"messages\":[]}", "max_completion_tokens",
+                          8000 },
+                        { "/v1/responses", "{\"model\":\"gpt-any\",\"input\":\"hi\"}", "max_output_tokens", 8000 },
+                };
+                for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                        sent = forwarded(&f, &openai, cases[i].path, cases[i].body, &claimed);
+                        cr_expect_eq(json_integer_value(json_object_get(sent, cases[i].field)), cases[i].tokens,
+                                     "%s: %s: \"*\"'s maximum set", caps[c], cases[i].body);
+                        json_t *said = json_object_get(last_event("llm.request"), "output_limit_set");
+                        cr_expect_str_eq(json_string_value(json_object_get(said, "field")) ?: "", cases[i].field);
+                        cr_expect_eq(json_integer_value(json_object_get(said, "tokens")), cases[i].tokens);
+                        json_decref(sent);
+                }
+                sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-none\",\"messages\":[]}",
+                                 &claimed);
+                cr_expect_eq(unknown - claimed, AJ_SUP_LLM_DEFAULT_MAX_OUTPUT - 8000, "%s: reserved as set", caps[c]);
+                json_decref(sent);
+
+                /* The shipped table's maximum: the provider's own, not set. */
+                sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-016k\",\"messages\":[]}",
+                                 &claimed);
+                cr_expect_null(json_object_get(sent, "max_completion_tokens"), "%s: the table's maximum", caps[c]);
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+
+                /* The profile's own entry, below the table's, and one above the reserve. */
+                cr_assert_eq(aj_meter_set_price_max_output(f.meter, "gpt-016k", 4096), 0);
+                sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-016k\",\"messages\":[]}",
+                                 &claimed);
+                cr_expect_eq(json_integer_value(json_object_get(sent, "max_completion_tokens")), 4096,
+                             "%s: the profile's own maximum set", caps[c]);
+                cr_expect_eq(unknown - claimed, AJ_SUP_LLM_DEFAULT_MAX_OUTPUT - 4096, "%s", caps[c]);
+                json_decref(sent);
+                cr_assert_eq(aj_meter_set_price_max_output(f.meter, "*", 64000), 0);
+                sent = forwarded(&f, &openai, "/v1/chat/completions", "{\"model\":\"gpt-none\",\"messages\":[]}",
+                                 &claimed);
+                cr_expect_eq(json_integer_value(json_object_get(sent, "max_completion_tokens")),
+                             AJ_SUP_LLM_DEFAULT_MAX_OUTPUT, "%s: the reserve set", caps[c]);
+                cr_expect_eq(claimed, unknown);
+                json_decref(sent);
+
+                /* The request's own limit is left alone. */
+                sent = forwarded(&f, &openai, "/v1/chat/completions",
+                                 "{\"model\":\"gpt-none\",\"max_tokens\":100,\"messages\":[]}", &claimed);
+                cr_expect_null(json_object_get(sent, "max_completion_tokens"));
+                cr_expect_null(json_object_get(last_event("llm.request"), "output_limit_set"));
+                json_decref(sent);
+                teardown(&f);
+        }
+}
+
 /* A Chat request's prediction (Predicted Outputs) is reserved as output too: the tokens of it
  * the model rejects are billed as output, past the output limit, and were reserved only as
  * the prompt's (10,000 tokens of prediction with max_tokens 10 fitted a cap of 15,000). */

@@ -1011,6 +1011,61 @@ Test(rm_rf, at_a_held_directory, .init = fs_setup, .fini = fs_teardown)
         close(fd);
 }
 
+/* A held directory and its name in a held parent (eval's scratch root, held since mkdtemp()):
+ * emptied through its fd and its name removed in the parent's, wherever their paths lead now;
+ * a symlink or another directory put in its place is left as it is (-ESTALE). */
+Test(rm_rf, a_pinned_directory, .init = fs_setup, .fini = fs_teardown)
+{
+        char parent[128], moved[128], victim[128], path[200], away[160];
+        snprintf(parent, sizeof(parent), "%s/tmp", fs_root);
+        snprintf(moved, sizeof(moved), "%s/tmp.moved", fs_root);
+        snprintf(victim, sizeof(victim), "%s/victim", fs_root);
+        snprintf(path, sizeof(path), "%s/scratch/case-1", parent);
+        cr_assert_eq(aj_mkdir_p(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/scratch/case-1/log", parent);
+        cr_assert_eq(close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+        snprintf(path, sizeof(path), "%s/scratch", victim);
+        cr_assert_eq(aj_mkdir_p(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/scratch/precious", victim);
+        cr_assert_eq(close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+        int parent_fd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(parent_fd, 0);
+        int fd = openat(parent_fd, "scratch", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        /* The parent's path swapped for a symlink to a directory holding the same name. */
+        cr_assert_eq(rename(parent, moved), 0);
+        cr_assert_eq(symlink(victim, parent), 0);
+        cr_expect_eq(aj_rm_rf_pinned(parent_fd, "scratch", fd), 0);
+        struct stat st;
+        cr_expect_eq(stat(path, &st), 0, "the parent's path was followed");
+        snprintf(path, sizeof(path), "%s/scratch", moved);
+        cr_expect_eq(lstat(path, &st), -1, "the held directory is removed from its held parent");
+        cr_expect_eq(aj_rm_rf_pinned(parent_fd, "scratch", fd), 0, "gone already: 0");
+        close(fd);
+
+        /* The directory's own name taken by a symlink: it is emptied, the symlink left. */
+        cr_assert_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof(path), "%s/scratch/f", moved);
+        cr_assert_eq(close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600)), 0);
+        snprintf(path, sizeof(path), "%s/scratch", moved);
+        fd = openat(parent_fd, "scratch", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        cr_assert_geq(fd, 0);
+        snprintf(away, sizeof(away), "%s/scratch.away", moved);
+        cr_assert_eq(rename(path, away), 0);
+        cr_assert_eq(symlink(victim, path), 0);
+        cr_expect_eq(aj_rm_rf_pinned(parent_fd, "scratch", fd), -ESTALE);
+        cr_expect_eq(lstat(path, &st), 0);
+        cr_expect(S_ISLNK(st.st_mode), "the symlink in its place is left");
+        snprintf(path, sizeof(path), "%s/scratch/precious", victim);
+        cr_expect_eq(stat(path, &st), 0, "nothing removed where it points");
+        snprintf(path, sizeof(path), "%s/f", away);
+        cr_expect_eq(lstat(path, &st), -1, "the held directory is emptied");
+        cr_expect_eq(aj_rm_rf_pinned(parent_fd, "a/b", fd), -EINVAL);
+        cr_expect_eq(aj_rm_rf_pinned(parent_fd, "..", fd), -EINVAL);
+        close(fd);
+        close(parent_fd);
+}
+
 /* Directories whose owner took their rights away are still removed by that owner: a rootless
  * run's agent (its files are the invoker's) left `chmod 000 a` and `chmod 555 ro` with files
  * in them, also below the levels the walk holds open (moved up), and every eval case or

@@ -245,6 +245,72 @@ Test(workspace, modified_file_content_and_mtime)
         cr_assert_eq(count, 1);
 }
 
+/* A POSIX access ACL as the kernel stores it (system.posix_acl_access): owner rw, the named
+ * user `uid` rw, the owning group `group_perm`, the mask rw, others nothing; its size. */
+static size_t acl_value(uint8_t out[44], uint32_t uid, uint16_t group_perm)
+{
+        static const struct {
+                uint16_t tag;
+                bool named;
+        } order[] = { { 0x01, false }, { 0x02, true }, { 0x04, false }, { 0x10, false }, { 0x20, false } };
+        uint16_t perms[] = { 6, 6, group_perm, 6, 0 };
+        uint32_t version = 2;
+        memcpy(out, &version, 4); /* little-endian, as x86 stores it */
+        for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
+                uint8_t *e = out + 4 + i * 8;
+                uint32_t id = order[i].named ? uid : UINT32_MAX;
+                memcpy(e, &order[i].tag, 2);
+                memcpy(e + 2, &perms[i], 2);
+                memcpy(e + 4, &id, 4);
+        }
+        return 44;
+}
+
+/* A changed file is written anew and renamed over the lower one: it keeps the lower file's
+ * access ACL (its named user's access; its owning group's nothing, while the mode's group
+ * bits, the mask, say rw), or none when the lower file had none, not the default ACL its
+ * directory gives new files; the mode is applied as a chmod would be (owner, mask, other). */
+Test(workspace, a_changed_file_keeps_its_acl)
+{
+        uint8_t want[44], got[64];
+        size_t len = acl_value(want, 65534, 0);
+        mkd(lower, "d", 0755);
+        put(lower, "d/shared.txt", "old", 0600);
+        if (setxattr(at(lower, "d/shared.txt"), "system.posix_acl_access", want, len, 0) < 0)
+                cr_skip_test("no POSIX ACLs on %s: %s", lower, strerror(errno));
+        cr_assert_eq(lstat_of(lower, "d/shared.txt").st_mode & 0777, 0660, "the group bits are the mask");
+        put(lower, "d/plain.txt", "old", 0640);
+        put(lower, "d/narrowed.txt", "old", 0600);
+        cr_assert_eq(setxattr(at(lower, "d/narrowed.txt"), "system.posix_acl_access", want, len, 0), 0);
+        /* New files in d get a named user's access by default. */
+        cr_assert_eq(setxattr(at(lower, "d"), "system.posix_acl_default", want, len, 0), 0);
+        mkd(upper, "d", 0755);
+        put(upper, "d/shared.txt", "new", 0660); /* as a copy-up without the ACL shows it */
+        put(upper, "d/plain.txt", "new", 0640);
+        put(upper, "d/narrowed.txt", "new", 0600); /* the agent's chmod g-rw */
+        AjWsStats s = commit(0, false);
+        cr_assert_eq(s.modified, 3);
+        assert_content(lower, "d/shared.txt", "new");
+
+        ssize_t n = getxattr(at(lower, "d/shared.txt"), "system.posix_acl_access", got, sizeof(got));
+        cr_assert_eq(n, (ssize_t)len, "the lower file's ACL is kept: %s", n < 0 ? strerror(errno) : "another size");
+        cr_expect_eq(memcmp(got, want, len), 0, "as it was: the owning group is given nothing");
+        cr_expect_eq(lstat_of(lower, "d/shared.txt").st_mode & 0777, 0660);
+
+        n = getxattr(at(lower, "d/narrowed.txt"), "system.posix_acl_access", got, sizeof(got));
+        cr_assert_eq(n, (ssize_t)len);
+        uint8_t narrowed[44];
+        acl_value(narrowed, 65534, 0);
+        narrowed[4 + 3 * 8 + 2] = 0; /* the mask, from the mode's group bits */
+        cr_expect_eq(memcmp(got, narrowed, len), 0, "the mode narrows the mask, the entries kept");
+        cr_expect_eq(lstat_of(lower, "d/narrowed.txt").st_mode & 0777, 0600);
+
+        cr_expect_eq(getxattr(at(lower, "d/plain.txt"), "system.posix_acl_access", got, sizeof(got)), -1,
+                     "a file without an ACL gets none from its directory's default");
+        cr_expect_eq(errno, ENODATA);
+        cr_expect_eq(lstat_of(lower, "d/plain.txt").st_mode & 0777, 0640);
+}
+
 Test(workspace, deleted_file)
 {
         put(lower, "gone.txt", "bye", 0644);
