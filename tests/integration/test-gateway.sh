@@ -915,8 +915,9 @@ fi
 # --- a request without an output limit, under a tokens cap: bounded by the model's maximum
 # output (max_output_tokens in the prices). Above the 32000 reserved: 32000 set in the request
 # the provider gets (Chat max_completion_tokens, Responses max_output_tokens) and said in
-# llm.request; at most 32000: that maximum reserved, the request as the client sent it; not
-# known: as the client sent it, 32000 reserved.
+# llm.request; a maximum the profile gives at or below 32000: that maximum set (the profile's
+# claim, so the provider holds the request to what was reserved); not known: as the client
+# sent it, 32000 reserved.
 PMAX=$(write_profile gwmax '{"extends": "default", "prices": {"gpt-test": {"input": 1e-6, "output": 2e-6},
         "gpt-big": {"input": 1e-6, "output": 2e-6, "max_output_tokens": 100000},
         "gpt-sml": {"input": 1e-6, "output": 2e-6, "max_output_tokens": 4096}}, "llm": {'"$PROVIDERS"'}}')
@@ -931,10 +932,10 @@ is "$(grep -c '^status=200' <<<"$JAIL_OUT")" 4 "each was answered"
 limits_sent() { sed -n "$((n0 + $1))p" "$T/record" | jq -c '.body | fromjson | [.max_completion_tokens, .max_output_tokens]'; }
 is "$(limits_sent 1)" "[32000,null]" "Chat, a model whose maximum is above 32000: max_completion_tokens 32000 sent"
 is "$(limits_sent 2)" "[null,32000]" "Responses: max_output_tokens 32000 sent"
-is "$(limits_sent 3)" "[null,null]" "a model whose maximum is below 32000: the request as the client sent it"
+is "$(limits_sent 3)" "[4096,null]" "a model whose maximum the profile gives below 32000: max_completion_tokens 4096 sent"
 is "$(limits_sent 4)" "[null,null]" "a model whose maximum is not known: the request as the client sent it"
 is "$(events_of llm.request | jq -s -c '[.[] | .output_limit_set.field]')" \
-        '["max_completion_tokens","max_output_tokens",null,null]' "llm.request says which request was changed"
+        '["max_completion_tokens","max_output_tokens","max_completion_tokens",null]' "llm.request says which request was changed"
 is "$(events_of llm.request | jq -s -c '[.[2:][] | .reserved.tokens > 32000]')" "[false,true]" \
         "reserved: the known maximum (4096), else 32000"
 
