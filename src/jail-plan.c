@@ -544,6 +544,8 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's
                  * own workspace, the run's cwd (docs/evals.md). */
                 .eval_scratch = eval_scratch && eval_scratch[0] == '/' ? eval_scratch : NULL,
+                /* A replay's scratch root, the same (src/replay-run.c). */
+                .replay_scratch = run->opts->scratch_root,
                 .eval_own = run->cwd,
         };
         return aj_sensitive_list_build(&src, ret);

@@ -250,6 +250,18 @@ PRWB=$(write_profile rprwb '{"extends": "./rp.json", "filesystem": {"rw": ["'"$T
 replay "$ORIG" -p "$PRWB"
 is "$RC" 125 "a replay under a profile with rw binds is refused (125)" || replay_diag
 like "$ERR" "read-write" "... saying its tools would write the host's paths for real"
+# The scratch dir is agentjail's own while the replay runs (it makes, writes and removes its
+# copy and profile there as root): a bind that would hand the agent any of it but the copy is
+# refused, rw (even with --force) or read-only, naming the profile field.
+for mode in rw ro; do
+        PSCR=$(write_profile "rpscr$mode" '{"extends": "./rp.json", "filesystem": {"'$mode'": ["'"$T"'/scratch"]}}')
+        replay "$ORIG" -p "$PSCR" --force --json
+        is "$(jq -r .run_status <<<"$OUT" 2>&1)" 125 "a replay under a profile binding its workdir $mode: its run is refused" ||
+                replay_diag
+        like "$ERR" "filesystem.$mode: refusing '$T/scratch': it contains '$T/scratch/agentjail-replay\.[^']*', agentjail replay's scratch dir" \
+                "... naming the field and the scratch dir" || replay_diag
+        is "$(ls -A "$T/scratch" 2>&1)" "" "... which is removed after"
+done
 
 # --- a request the recording lacks: a miss, a 502, nothing sent
 replay "$ORIG" -p "$PEXTRA" --json
