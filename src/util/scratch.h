@@ -5,7 +5,7 @@
  * then made into, written, read and removed only through these fds, never by its path: a
  * symlink or another directory put in its place, or in a subdirectory's, is not followed.
  * Its path is for messages and for what must name it (a run's cwd, the place check that
- * keeps the agent out of it: src/sensitive.h AJ_PLACE_SCRATCH).
+ * keeps the agent out of it: src/sensitive.h AJ_PLACE_EVAL_SCRATCH).
  */
 #pragma once
 
@@ -18,7 +18,10 @@ typedef struct {
         int parent_fd; /* its parent, O_PATH */
 } AjScratch;
 
-#define AJ_SCRATCH_INIT { .fd = -1, .parent_fd = -1 }
+#define AJ_SCRATCH_INIT                   \
+        {                                 \
+                .fd = -1, .parent_fd = -1 \
+        }
 
 /* Makes PREFIX.XXXXXX (random, mode 0700) in the directory PARENT, held first (mkdirat()
  * in it: PARENT's path is looked up once), and holds it; -errno (nothing left behind). */
