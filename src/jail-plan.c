@@ -256,7 +256,8 @@ int aj_run_prepare(Run *run)
                 return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
 
         AjError perr = { 0 };
-        r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
+        r = opts->profile_text ? aj_profile_parse(opts->profile_text, opts->profile, &run->profile, &perr)
+                               : aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
         if (r < 0) {
                 aj_error("%s", aj_error_text(&perr, r));
                 aj_error_clear(&perr);

@@ -15,6 +15,9 @@ typedef enum {
 
 typedef struct {
         const char *profile; /* name or path; "default" when NULL */
+        /* The profile's text, parsed as the file `profile` names (its name in messages),
+         * which is not read: replay's, written in its scratch root. NULL: read `profile`. */
+        const char *profile_text;
         const char *name;    /* run name; the command's basename when NULL */
         AjBindList extra_ro; /* --ro */
         AjBindList extra_rw; /* --rw */

@@ -216,9 +216,10 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
  * way with "on_breach": "kill" and approvals timing out at once (a file in the scratch
  * dir): a breach or a held call is what a replay finds, not something to wait on. Its workspace must be the current directory:
  * the scratch copy. */
-static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjScratch *scratch, char **ret)
+static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjScratch *scratch, char **ret_path,
+                          char **ret_text)
 {
-        _cleanup_free_ char *path = NULL, *given = NULL;
+        _cleanup_free_ char *path = NULL, *given = NULL, *text = NULL;
         json_auto_t *doc = NULL;
         if (o->profile) {
                 /* Found here, once, by its canonical path: the run loads the profile again in the
@@ -245,16 +246,18 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjSc
                 if (json_is_object(ap))
                         json_object_set_new(ap, "timeout", json_string(AJ_REPLAY_APPROVAL_TIMEOUT));
         }
-        if (!doc || asprintf(&path, "%s/profile.json", scratch->path) < 0)
+        if (!doc || asprintf(&path, "%s/profile.json", scratch->path) < 0 ||
+            !(text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
                 return -ENOMEM;
-        /* Made in the scratch root as it was made, never through a symlink. */
+        /* Made in the scratch root as it was made, never through a symlink, for the operator
+         * (--keep); the run parses this text, never the file again by its path. */
         _cleanup_close_ int fd = openat(scratch->fd, "profile.json",
                                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0 || json_dumpfd(doc, fd, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
+        if (fd < 0 || aj_write_all(fd, text, strlen(text)) < 0)
                 return aj_log_errno(fd < 0 ? -errno : -EIO, "Cannot write the replay's profile '%s'", path);
         _cleanup_(aj_error_clear) AjError err = {};
         AjProfile *p = NULL;
-        int r = aj_profile_load(path, &p, &err);
+        int r = aj_profile_parse(text, path, &p, &err);
         if (r < 0) {
                 aj_error("%s", aj_error_text(&err, r));
                 return r;
@@ -276,7 +279,8 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjSc
                          path);
                 return -EINVAL;
         }
-        *ret = TAKE_PTR(path);
+        *ret_path = TAKE_PTR(path);
+        *ret_text = TAKE_PTR(text);
         return 0;
 }
 
@@ -302,10 +306,11 @@ static int command_of(const AjRun *run, char ***ret)
 
 /* The run itself, its output on our stderr (stdout is the replay's report). */
 static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *scratch, int ws_fd, const char *ws,
-                      const char *profile, char **argv, AjReplayResult *res)
+                      const char *profile, const char *profile_text, char **argv, AjReplayResult *res)
 {
         char id[AJ_RUN_ID_LEN + 1] = "";
         AjRunOptions ro = { .profile = profile,
+                            .profile_text = profile_text,
                             .name = run->rec->name,
                             .verbose = o->verbose,
                             .tty = AJ_TTY_NEVER,
@@ -430,7 +435,7 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
          * it but the workspace copy (src/sensitive.h AJ_PLACE_EVAL_SCRATCH). */
         const char *base = o->workdir ?: getenv("TMPDIR") ?: "/var/tmp";
         _cleanup_(aj_scratch_done) AjScratch scratch = AJ_SCRATCH_INIT;
-        _cleanup_free_ char *ws = NULL, *profile = NULL, *src_copy = strdup(source);
+        _cleanup_free_ char *ws = NULL, *profile = NULL, *profile_text = NULL, *src_copy = strdup(source);
         _cleanup_close_ int ws_fd = -1;
         if (!src_copy)
                 return -ENOMEM;
@@ -449,9 +454,10 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                 r = aj_log_errno(r < 0 ? r : -errno, "Cannot make the scratch workspace '%s'", ws);
                 goto out;
         }
-        if ((r = copy_tree(source_fd, source, ws_fd, ws)) < 0 || (r = replay_profile(run, o, &scratch, &profile)) < 0)
+        if ((r = copy_tree(source_fd, source, ws_fd, ws)) < 0 ||
+            (r = replay_profile(run, o, &scratch, &profile, &profile_text)) < 0)
                 goto out;
-        if ((r = run_replay(run, o, scratch.path, ws_fd, ws, profile, argv, res)) < 0)
+        if ((r = run_replay(run, o, scratch.path, ws_fd, ws, profile, profile_text, argv, res)) < 0)
                 goto out;
 
         r = compare(run, o, &paths, ws, res);

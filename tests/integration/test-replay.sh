@@ -263,6 +263,34 @@ for mode in rw ro; do
         is "$(ls -A "$T/scratch" 2>&1)" "" "... which is removed after"
 done
 
+# Whoever can write --workdir (a user owning TMPDIR, another jail's agent through a bind)
+# swaps the scratch root for a symlink to a directory of the host's, here right when replay
+# copies the workspace (a cp first on PATH makes the swap, then runs the real one): replay
+# makes, copies, writes its profile, runs and removes through the root it made and holds,
+# never by its path, so nothing lands where the symlink points.
+VICTIM=$T/victim
+mkdir -p "$T/fakebin" "$VICTIM"
+cat >"$T/fakebin/cp" <<EOF
+#!/bin/sh
+for d in "$T/scratch"/agentjail-replay*; do
+        [ -d "\$d" ] && [ ! -L "\$d" ] || continue
+        mv "\$d" "\$d.moved" && ln -s "$VICTIM" "\$d"
+done
+exec $(command -v cp) "\$@"
+EOF
+chmod 755 "$T/fakebin/cp"
+PATH_BEFORE=$PATH
+export PATH=$T/fakebin:$PATH
+replay "$ORIG" --json
+export PATH=$PATH_BEFORE
+is "$(ls -A "$VICTIM" 2>&1)" "" "a scratch root swapped for a symlink: nothing is made or written where it points" ||
+        replay_diag
+is "$RC" 0 "... the replay runs in the copy it made, as it would have" || replay_diag
+like "$ERR" "Cannot remove the scratch workspace '$T/scratch/agentjail-replay\\.[^']*': Stale file handle" \
+        "... and its removal leaves the symlink in its name, saying so" || replay_diag
+is "$(find "$T/scratch" -mindepth 2 | wc -l)" 0 "... the root it made emptied, where it was moved"
+rm -rf "$T/fakebin" "$VICTIM" "$T/scratch"/agentjail-replay*
+
 # --- a request the recording lacks: a miss, a 502, nothing sent
 replay "$ORIG" -p "$PEXTRA" --json
 is "$RC" 1 "a replay whose agent sends an unrecorded request exits 1" || replay_diag
