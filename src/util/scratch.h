@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A scratch directory of agentjail's own (`agentjail eval`'s root, `agentjail replay`'s):
- * made by mkdtemp() in a parent held first, opened by its name there as it was made, and
+ * made by mkdirat() in a parent held first (a fresh random name, as mkdtemp() gives), and
  * then made into, written, read and removed only through these fds, never by its path: a
  * symlink or another directory put in its place, or in a subdirectory's, is not followed.
  * Its path is for messages and for what must name it (a run's cwd, the place check that

@@ -31,6 +31,7 @@
 #include "util/parse.h"
 #include "util/path.h"
 #include "util/ratelimit.h"
+#include "util/scratch.h"
 #include "util/shared.h"
 #include "util/strv.h"
 
@@ -188,6 +189,47 @@ Test(fd, rm_rf_removes_the_top_only_while_it_is_that_directory)
                 close(top);
         }
         close(parent);
+        cr_assert_eq(rmdir(root), 0);
+}
+
+/* A scratch root (eval's, replay's) is made in its held parent, 0700, named PREFIX.XXXXXX,
+ * and used through its fd: its name swapped for a symlink to another directory, what is made
+ * in it lands in the root made, nothing where the symlink points, and its removal empties the
+ * root and leaves the symlink (-ESTALE). */
+Test(fd, scratch_is_used_through_its_fds)
+{
+        char root[] = "/tmp/aj-scratch-XXXXXX", victim[64], moved[64], name[128];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(victim, sizeof(victim), "%s/victim", root);
+        snprintf(moved, sizeof(moved), "%s/moved", root);
+        cr_assert_eq(mkdir(victim, 0755), 0);
+        AjScratch sc = AJ_SCRATCH_INIT;
+        cr_assert_eq(aj_scratch_make(root, "agentjail-test", &sc), 0);
+        cr_assert_eq(strncmp(sc.name, "agentjail-test.", 15), 0, "%s", sc.name);
+        cr_assert_eq(strlen(sc.name), 21, "%s", sc.name);
+        snprintf(name, sizeof(name), "%s/%s", root, sc.name);
+        cr_assert_str_eq(sc.path, name);
+        struct stat st;
+        cr_assert_eq(fstat(sc.fd, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, 0700);
+        cr_assert_eq(rename(name, moved), 0);
+        cr_assert_eq(symlink(victim, name), 0);
+        int sub = -1, ws = -1;
+        cr_assert_eq(aj_scratch_mkdir(sc.fd, "case-1", 0700, &sub), 0);
+        cr_assert_eq(aj_scratch_mkdir(sub, "workspace", 0755, &ws), 0);
+        close(ws);
+        close(sub);
+        cr_assert_neq(fstatat(AT_FDCWD, victim, &st, 0), -1);
+        char probe[256];
+        snprintf(probe, sizeof(probe), "%s/case-1", victim);
+        cr_assert_eq(access(probe, F_OK), -1, "made where the symlink points");
+        snprintf(probe, sizeof(probe), "%s/case-1/workspace", moved);
+        cr_assert_eq(access(probe, F_OK), 0, "not made in the root made");
+        cr_assert_eq(aj_scratch_remove(&sc), -ESTALE);
+        aj_scratch_done(&sc);
+        cr_assert_eq(unlink(name), 0, "the symlink in its name left as it is");
+        cr_assert_eq(rmdir(moved), 0, "the root made, emptied");
+        cr_assert_eq(rmdir(victim), 0);
         cr_assert_eq(rmdir(root), 0);
 }
 
