@@ -256,7 +256,8 @@ int aj_run_prepare(Run *run)
                 return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
 
         AjError perr = { 0 };
-        r = aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
+        r = opts->profile_text ? aj_profile_parse(opts->profile_text, opts->profile, &run->profile, &perr)
+                               : aj_profile_load(opts->profile ? opts->profile : "default", &run->profile, &perr);
         if (r < 0) {
                 aj_error("%s", aj_error_text(&perr, r));
                 aj_error_clear(&perr);
@@ -544,6 +545,8 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's
                  * own workspace, the run's cwd (docs/evals.md). */
                 .eval_scratch = eval_scratch && eval_scratch[0] == '/' ? eval_scratch : NULL,
+                /* A replay's scratch root, the same (src/replay-run.c). */
+                .replay_scratch = run->opts->scratch_root,
                 .eval_own = run->cwd,
         };
         return aj_sensitive_list_build(&src, ret);

@@ -15,6 +15,9 @@ typedef enum {
 
 typedef struct {
         const char *profile; /* name or path; "default" when NULL */
+        /* The profile's text, parsed as the file `profile` names (its name in messages),
+         * which is not read: replay's, written in its scratch root. NULL: read `profile`. */
+        const char *profile_text;
         const char *name;    /* run name; the command's basename when NULL */
         AjBindList extra_ro; /* --ro */
         AjBindList extra_rw; /* --rw */
@@ -32,7 +35,10 @@ typedef struct {
         const char *replay_dir; /* the recorded run's directory */
         const char *replay_of;  /* its id */
         bool replay_live;       /* a request the recording lacks goes to the provider */
-        char *ret_run_id;       /* if set: the run's id is copied here (AJ_RUN_ID_LEN + 1 bytes) */
+        /* A scratch root of agentjail's own the run's cwd is in (replay's): like an eval's
+         * (AJ_EVAL_SCRATCH_ENV), no mount hands the agent any of it but the cwd. */
+        const char *scratch_root;
+        char *ret_run_id; /* if set: the run's id is copied here (AJ_RUN_ID_LEN + 1 bytes) */
 } AjRunOptions;
 
 /* Runs the command in a jail and returns agentjail's exit status (see exit-codes.h). */

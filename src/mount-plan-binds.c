@@ -155,9 +155,10 @@ static const char *rule_reason(AjPlaceRule rule, AjAccess access)
                 return "the system's own directories are never mounted writable or as the workspace: there "
                        "the agent acts as their owner, root";
         case AJ_PLACE_EVAL_SCRATCH:
-                return "agentjail's own files are never mounted writable: during an eval its scratch dir is "
-                       "agentjail's (it makes, reads and removes the cases' dirs in it as root), and only the "
-                       "case's own workspace in it is the agent's; run the eval with TMPDIR elsewhere";
+                return "agentjail's scratch dir is never mounted, even read-only: during an eval or a replay "
+                       "it is agentjail's (it makes, reads and removes every case's copy and log in it as root), "
+                       "and only the run's own workspace in it is the agent's; run the eval with TMPDIR (the "
+                       "replay with --workdir) elsewhere";
         default:
                 if (access == AJ_ACCESS_READ)
                         return "agentjail's state and runtime dirs are never mounted, even read-only: they "

@@ -23,6 +23,7 @@
 #include "replay.h"
 #include "runs.h"
 #include "util/fd.h"
+#include "util/scratch.h"
 #include "util/macros.h"
 #include "util/strv.h"
 #include "util/syscalls.h"
@@ -66,19 +67,20 @@ static int read_chain(const char *run_dir, json_t **ret)
 /* cp -a SRC/. DEST: the scratch copy, owners and modes kept (a jail maps its owner). Holes
  * stay holes: GNU cp's --sparse=auto (its default, spelt out) copies a sparse file extent by
  * extent, as aj_copy_data does for commit and eval. SRC is the directory open at src_fd
- * (the one digested), reached by cp through its own inherited fd: never the path again. */
-static int copy_tree(int src_fd, const char *src, const char *dest)
+ * (the one digested), DEST the one open at dest_fd (made for it in the scratch root), both
+ * reached by cp through its own inherited fds: never a path again. */
+static int copy_tree(int src_fd, const char *src, int dest_fd, const char *dest)
 {
-        _cleanup_free_ char *from = NULL;
-        if (asprintf(&from, "/proc/self/fd/%d/.", src_fd) < 0)
+        _cleanup_free_ char *from = NULL, *to = NULL;
+        if (asprintf(&from, "/proc/self/fd/%d/.", src_fd) < 0 || asprintf(&to, "/proc/self/fd/%d/.", dest_fd) < 0)
                 return -ENOMEM;
         pid_t pid = fork();
         if (pid < 0)
                 return aj_log_errno(-errno, "Cannot fork to copy the workspace");
         if (pid == 0) {
-                if (fcntl(src_fd, F_SETFD, 0) < 0)
+                if (fcntl(src_fd, F_SETFD, 0) < 0 || fcntl(dest_fd, F_SETFD, 0) < 0)
                         _exit(127);
-                execlp("cp", "cp", "-a", "--sparse=auto", "--", from, dest, (char *)NULL);
+                execlp("cp", "cp", "-a", "--sparse=auto", "--", from, to, (char *)NULL);
                 _exit(127);
         }
         int st;
@@ -214,9 +216,10 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
  * way with "on_breach": "kill" and approvals timing out at once (a file in the scratch
  * dir): a breach or a held call is what a replay finds, not something to wait on. Its workspace must be the current directory:
  * the scratch copy. */
-static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char *scratch, char **ret)
+static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjScratch *scratch, char **ret_path,
+                          char **ret_text)
 {
-        _cleanup_free_ char *path = NULL, *given = NULL;
+        _cleanup_free_ char *path = NULL, *given = NULL, *text = NULL;
         json_auto_t *doc = NULL;
         if (o->profile) {
                 /* Found here, once, by its canonical path: the run loads the profile again in the
@@ -243,14 +246,18 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
                 if (json_is_object(ap))
                         json_object_set_new(ap, "timeout", json_string(AJ_REPLAY_APPROVAL_TIMEOUT));
         }
-        if (!doc || asprintf(&path, "%s/profile.json", scratch) < 0)
+        if (!doc || asprintf(&path, "%s/profile.json", scratch->path) < 0 ||
+            !(text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER)))
                 return -ENOMEM;
-        if (json_dump_file(doc, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) < 0)
-                return aj_log_errno(-EIO, "Cannot write the replay's profile '%s'", path);
-        (void)chmod(path, 0600);
+        /* Made in the scratch root as it was made, never through a symlink, for the operator
+         * (--keep); the run parses this text, never the file again by its path. */
+        _cleanup_close_ int fd = openat(scratch->fd, "profile.json",
+                                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 || aj_write_all(fd, text, strlen(text)) < 0)
+                return aj_log_errno(fd < 0 ? -errno : -EIO, "Cannot write the replay's profile '%s'", path);
         _cleanup_(aj_error_clear) AjError err = {};
         AjProfile *p = NULL;
-        int r = aj_profile_load(path, &p, &err);
+        int r = aj_profile_parse(text, path, &p, &err);
         if (r < 0) {
                 aj_error("%s", aj_error_text(&err, r));
                 return r;
@@ -272,7 +279,8 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const char
                          path);
                 return -EINVAL;
         }
-        *ret = TAKE_PTR(path);
+        *ret_path = TAKE_PTR(path);
+        *ret_text = TAKE_PTR(text);
         return 0;
 }
 
@@ -297,11 +305,12 @@ static int command_of(const AjRun *run, char ***ret)
 }
 
 /* The run itself, its output on our stderr (stdout is the replay's report). */
-static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *ws, const char *profile, char **argv,
-                      AjReplayResult *res)
+static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *scratch, int ws_fd, const char *ws,
+                      const char *profile, const char *profile_text, char **argv, AjReplayResult *res)
 {
         char id[AJ_RUN_ID_LEN + 1] = "";
         AjRunOptions ro = { .profile = profile,
+                            .profile_text = profile_text,
                             .name = run->rec->name,
                             .verbose = o->verbose,
                             .tty = AJ_TTY_NEVER,
@@ -309,12 +318,13 @@ static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *ws
                             .replay_dir = run->dir,
                             .replay_of = run->id,
                             .replay_live = o->live,
+                            .scratch_root = scratch,
                             .ret_run_id = id };
         if (o->caps && !(ro.caps = aj_strv_copy(o->caps)))
                 return -ENOMEM;
         _cleanup_close_ int here = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         _cleanup_close_ int saved_out = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
-        if (here < 0 || saved_out < 0 || chdir(ws) < 0) {
+        if (here < 0 || saved_out < 0 || fchdir(ws_fd) < 0) {
                 aj_strv_free(ro.caps);
                 return aj_log_errno(-errno, "Cannot enter the scratch workspace '%s'", ws);
         }
@@ -420,32 +430,42 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
         if ((r = command_of(run, &argv)) < 0)
                 return r;
 
+        /* The scratch root is agentjail's own (util/scratch.h): made, written and removed
+         * through its fds; the replayed run refuses a profile that would hand its agent any of
+         * it but the workspace copy (src/sensitive.h AJ_PLACE_EVAL_SCRATCH). */
         const char *base = o->workdir ?: getenv("TMPDIR") ?: "/var/tmp";
-        _cleanup_free_ char *scratch = NULL, *ws = NULL, *profile = NULL, *src_copy = strdup(source);
-        if (!src_copy || asprintf(&scratch, "%s/agentjail-replay-XXXXXX", base) < 0)
+        _cleanup_(aj_scratch_done) AjScratch scratch = AJ_SCRATCH_INIT;
+        _cleanup_free_ char *ws = NULL, *profile = NULL, *profile_text = NULL, *src_copy = strdup(source);
+        _cleanup_close_ int ws_fd = -1;
+        if (!src_copy)
                 return -ENOMEM;
-        if (!mkdtemp(scratch))
-                return aj_log_errno(-errno, "Cannot create a scratch directory under '%s'", base);
+        if ((r = aj_scratch_make(base, "agentjail-replay", &scratch)) < 0)
+                return aj_log_errno(r, "Cannot create a scratch directory under '%s'", base);
         const char *leaf = basename(src_copy);
-        if (asprintf(&ws, "%s/%s", scratch, *leaf && !streq(leaf, "/") ? leaf : "workspace") < 0) {
+        if (!*leaf || streq(leaf, "/") || streq(leaf, ".") || streq(leaf, "..") || streq(leaf, "profile.json"))
+                leaf = "workspace";
+        if (asprintf(&ws, "%s/%s", scratch.path, leaf) < 0) {
                 r = -ENOMEM;
                 goto out;
         }
         struct stat st;
-        if (fstat(source_fd, &st) < 0 || mkdir(ws, st.st_mode & 07777) < 0 || chown(ws, st.st_uid, st.st_gid) < 0) {
-                r = aj_log_errno(-errno, "Cannot make the scratch workspace '%s'", ws);
+        if (fstat(source_fd, &st) < 0 || (r = aj_scratch_mkdir(scratch.fd, leaf, st.st_mode & 07777, &ws_fd)) < 0 ||
+            fchown(ws_fd, st.st_uid, st.st_gid) < 0) {
+                r = aj_log_errno(r < 0 ? r : -errno, "Cannot make the scratch workspace '%s'", ws);
                 goto out;
         }
-        if ((r = copy_tree(source_fd, source, ws)) < 0 || (r = replay_profile(run, o, scratch, &profile)) < 0)
+        if ((r = copy_tree(source_fd, source, ws_fd, ws)) < 0 ||
+            (r = replay_profile(run, o, &scratch, &profile, &profile_text)) < 0)
                 goto out;
-        if ((r = run_replay(run, o, ws, profile, argv, res)) < 0)
+        if ((r = run_replay(run, o, scratch.path, ws_fd, ws, profile, profile_text, argv, res)) < 0)
                 goto out;
 
         r = compare(run, o, &paths, ws, res);
-out:
+out:;
+        int r2;
         if (o->keep)
                 res->workspace = TAKE_PTR(ws);
-        else if (aj_rm_rf(scratch) < 0)
-                aj_warning("Cannot remove the scratch workspace '%s'", scratch);
+        else if ((r2 = aj_scratch_remove(&scratch)) < 0)
+                aj_warning("Cannot remove the scratch workspace '%s': %s", scratch.path, strerror(-r2));
         return r;
 }

@@ -44,7 +44,7 @@ static const struct {
         [AJ_PLACE_SYSTEM_DIR] = { { REL_IS | REL_CONTAINS, 0 }, false },
         [AJ_PLACE_AGENTJAIL_DATA] = { { REL_ANY, REL_ANY }, false },
         [AJ_PLACE_AGENTJAIL_CODE] = { { REL_ANY, 0 }, false },
-        [AJ_PLACE_EVAL_SCRATCH] = { { REL_ANY, 0 }, false },
+        [AJ_PLACE_EVAL_SCRATCH] = { { REL_ANY, REL_ANY }, false },
         [AJ_PLACE_EVAL_OWN] = { { 0, 0 }, false },
 };
 
@@ -361,10 +361,15 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         if (src->exe && (r = list_add(&l, src->exe, "the agentjail executable", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                 return r;
         if (src->eval_scratch &&
-            ((r = list_add(&l, src->eval_scratch, "agentjail eval's scratch dir (every case's copy and log)",
-                           AJ_PLACE_EVAL_SCRATCH, mi)) < 0 ||
-             (src->eval_own &&
-              (r = list_add(&l, src->eval_own, "the eval case's own workspace", AJ_PLACE_EVAL_OWN, mi)) < 0)))
+            (r = list_add(&l, src->eval_scratch, "agentjail eval's scratch dir (every case's copy and log)",
+                          AJ_PLACE_EVAL_SCRATCH, mi)) < 0)
+                return r;
+        if (src->replay_scratch &&
+            (r = list_add(&l, src->replay_scratch, "agentjail replay's scratch dir (the workspace copy, its profile)",
+                          AJ_PLACE_EVAL_SCRATCH, mi)) < 0)
+                return r;
+        if ((src->eval_scratch || src->replay_scratch) && src->eval_own &&
+            (r = list_add(&l, src->eval_own, "the run's own workspace in its scratch dir", AJ_PLACE_EVAL_OWN, mi)) < 0)
                 return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)

@@ -31,9 +31,10 @@ typedef enum {
         AJ_PLACE_AGENTJAIL_DATA, /* state and runtime dirs: any relation, both accesses; never */
         AJ_PLACE_AGENTJAIL_CODE, /* the executable, profile and config dirs: any relation, OWNER; never
                                   * (reading them is harmless: the jail binds the executable itself) */
-        AJ_PLACE_EVAL_SCRATCH,   /* `agentjail eval`'s scratch root (every case's dir, its copy and
-                                  * log, handled by path as root): any relation, OWNER; never; but
-                                  * for the case's own workspace in it, an AJ_PLACE_EVAL_OWN */
+        AJ_PLACE_EVAL_SCRATCH,   /* `agentjail eval`'s or `replay`'s scratch root (every case's dir,
+                                  * its copy and log; the replay's copy and profile, made and
+                                  * removed by root): any relation, both accesses; never; but for
+                                  * the run's own workspace in it, an AJ_PLACE_EVAL_OWN */
         AJ_PLACE_EVAL_OWN,       /* that workspace: refuses nothing; a path that is it or inside it
                                   * is not refused by an AJ_PLACE_EVAL_SCRATCH */
 } AjPlaceRule;
@@ -120,8 +121,10 @@ typedef struct {
         const char *passwd;       /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
         const char *home_root;    /* each directory in it is a home: "/home"; NULL: none */
         /* Under `agentjail eval` (AJ_EVAL_SCRATCH_ENV): its scratch root, agentjail's own for
-         * the eval, and the case's own workspace in it (the run's cwd). NULL: none. */
-        const char *eval_scratch, *eval_own;
+         * the eval; under `agentjail replay`: its own scratch root (AjRunOptions.scratch_root;
+         * inside an eval case's dir when the eval replays); and the run's own workspace in
+         * them (the run's cwd). NULL: none. */
+        const char *eval_scratch, *replay_scratch, *eval_own;
 } AjSensitiveSources;
 
 /* Set by `agentjail eval` for its cases' runs: the scratch root (docs/evals.md). */

@@ -15,6 +15,7 @@
 #include "eval.h"
 #include "runs.h"
 #include "state.h"
+#include "util/scratch.h"
 
 typedef struct {
         bool used;
@@ -44,11 +45,8 @@ typedef struct {
         AjEvalResult *results;
         AjPaths paths;
         char self[PATH_MAX];
-        char *scratch;
-        /* The scratch root, opened as mkdtemp() made it, by its name in its parent, opened
-         * before: made, used and removed through these, never by its path. */
-        int scratch_fd, scratch_parent_fd;
-        char scratch_name[32];
+        /* The scratch root, made, used and removed through its fds, never by its path. */
+        AjScratch scratch;
         bool keep, progress;
         size_t jobs, next, done;
         Slot slots[AJ_EVAL_MAX_JOBS];

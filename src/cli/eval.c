@@ -334,9 +334,10 @@ static void remove_scratch(Eval *e, Slot *s)
                 res->workspace = s->ws ? strdup(s->ws) : NULL;
                 return;
         }
-        /* In the scratch root as it was made (its path is not followed again). */
+        /* In the scratch root as it was made, the case's dir as it was made: emptied through
+         * its held fd, its name removed only while it is still that directory. */
         char sub[32];
-        int r = aj_rm_rf_at(e->scratch_fd, case_dir_name(s->index, sub));
+        int r = s->dir_fd < 0 ? 0 : aj_rm_rf_pinned(e->scratch.fd, case_dir_name(s->index, sub), s->dir_fd);
         if (r < 0) {
                 (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", s->dir, strerror(-r));
                 fputc('\n', stderr);
@@ -348,26 +349,25 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
 {
         char sub[32];
         case_dir_name(s->index, sub);
-        if (!(s->dir = aj_path_join(e->scratch, sub)) || !(s->ws = aj_path_join(s->dir, "workspace")) ||
+        if (!(s->dir = aj_path_join(e->scratch.path, sub)) || !(s->ws = aj_path_join(s->dir, "workspace")) ||
             !(s->log = aj_path_join(s->dir, "agentjail.log")))
                 return -ENOMEM;
         /* In the scratch root as it was made, each made here and opened without following a
          * symlink, then held. */
-        const int dir_flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-        if (mkdirat(e->scratch_fd, sub, 0700) < 0 || (s->dir_fd = openat(e->scratch_fd, sub, dir_flags)) < 0 ||
-            mkdirat(s->dir_fd, "workspace", 0755) < 0 || (s->ws_fd = openat(s->dir_fd, "workspace", dir_flags)) < 0) {
-                int r = -errno;
+        int r = aj_scratch_mkdir(e->scratch.fd, sub, 0700, &s->dir_fd);
+        if (r >= 0)
+                r = aj_scratch_mkdir(s->dir_fd, "workspace", 0755, &s->ws_fd);
+        if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->ws, strerror(-r));
                 return r;
         }
         s->log_fd = openat(s->dir_fd, "agentjail.log", O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC,
                            0600);
         if (s->log_fd < 0) {
-                int r = -errno;
+                r = -errno;
                 (void)aj_asprintf(ret_error, "cannot create '%s': %s", s->log, strerror(-r));
                 return r;
         }
-        int r;
         if (e->profile_errors && e->profile_errors[s->index]) {
                 *ret_error = strdup(e->profile_errors[s->index]);
                 return -ENOENT;
@@ -578,7 +578,7 @@ static void print_table(const Eval *e)
         printf("%s: %zu passed, %zu failed, %zu errors\n", su->name, counts[AJ_EVAL_PASS], counts[AJ_EVAL_FAIL],
                counts[AJ_EVAL_ERROR]);
         if (e->keep)
-                printf("workspaces kept in %s/case-N/workspace\n", e->scratch);
+                printf("workspaces kept in %s/case-N/workspace\n", e->scratch.path);
 }
 
 static int write_junit(const Eval *e, const char *path)
@@ -610,19 +610,13 @@ static void eval_done(Eval *e)
         for (size_t i = 0; e->results && i < e->suite->n_cases; i++)
                 aj_eval_result_done(&e->results[i]);
         free(e->results);
-        if (e->scratch_fd >= 0 && !e->keep) {
-                int r = aj_rm_rf_pinned(e->scratch_parent_fd, e->scratch_name, e->scratch_fd);
-                if (r < 0) {
-                        (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s",
-                                                   e->scratch ?: e->scratch_name, strerror(-r));
-                        fputc('\n', stderr);
-                }
+        int r = e->keep ? 0 : aj_scratch_remove(&e->scratch);
+        if (r < 0) {
+                (void)aj_fprintf_printable(stderr, "agentjail eval: cannot remove '%s': %s", e->scratch.path,
+                                           strerror(-r));
+                fputc('\n', stderr);
         }
-        free(e->scratch);
-        if (e->scratch_fd >= 0)
-                close(e->scratch_fd);
-        if (e->scratch_parent_fd >= 0)
-                close(e->scratch_parent_fd);
+        aj_scratch_done(&e->scratch);
         aj_strv_free(e->runs_before);
         aj_strv_free(e->claimed_runs);
         for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
@@ -718,8 +712,6 @@ static int eval_prepare(Eval *e)
         ssize_t n = readlink("/proc/self/exe", e->self, sizeof(e->self) - 1);
         const char *tmp = getenv("TMPDIR");
         const char *parent = tmp && tmp[0] == '/' ? tmp : "/tmp";
-        char tmpl[PATH_MAX];
-        snprintf(tmpl, sizeof(tmpl), "%s/agentjail-eval.XXXXXX", parent);
         if (n <= 0 || (size_t)n >= sizeof(e->self) - 1) {
                 cli_fail("eval", "cannot find agentjail's own binary: %s", strerror(errno));
                 return -1;
@@ -732,28 +724,18 @@ static int eval_prepare(Eval *e)
                 cli_fail("eval", "out of memory");
                 return -1;
         }
-        /* Its parent held first and the root opened in it by name as mkdtemp() made it: the
-         * cases' dirs are made in it and the whole removed at the end (eval_done()) through
-         * these fds, so a symlink or another directory put in its place is never followed. */
-        if ((e->scratch_parent_fd = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 || !mkdtemp(tmpl)) {
-                cli_fail("eval", "cannot make a scratch directory '%s': %s", tmpl, strerror(errno));
-                return -1;
-        }
-        snprintf(e->scratch_name, sizeof(e->scratch_name), "%s", strrchr(tmpl, '/') + 1);
-        /* Its path as the kernel names it: a replayed case's workspace (its run's cwd) is found
-         * in its case dir by it. */
-        if ((e->scratch_fd = openat(e->scratch_parent_fd, e->scratch_name,
-                                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
-            !(e->scratch = realpath(tmpl, NULL))) {
-                cli_fail("eval", "cannot open the scratch directory '%s': %s", tmpl, strerror(errno));
-                if (e->scratch_fd < 0)
-                        (void)unlinkat(e->scratch_parent_fd, e->scratch_name, AT_REMOVEDIR);
+        /* Made and held (util/scratch.h): the cases' dirs are made in it and the whole removed
+         * at the end (eval_done()) through its fds, so a symlink or another directory put in
+         * its place is never followed. */
+        int r = aj_scratch_make(parent, "agentjail-eval", &e->scratch);
+        if (r < 0) {
+                cli_fail("eval", "cannot make a scratch directory in '%s': %s", parent, strerror(-r));
                 return -1;
         }
         /* The scratch root is agentjail's own while the cases run (it makes, reads and removes
          * their dirs in it as root): each case's run refuses a profile that would let
          * its agent write anywhere in it but its own workspace (src/sensitive.h). */
-        if (setenv(AJ_EVAL_SCRATCH_ENV, e->scratch, 1) < 0) {
+        if (setenv(AJ_EVAL_SCRATCH_ENV, e->scratch.path, 1) < 0) {
                 cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
                 return -1;
         }
@@ -861,8 +843,7 @@ int aj_cmd_eval(int argc, char **argv)
                    .profile_errors = profile_errors,
                    .jobs = jobs,
                    .keep = keep,
-                   .scratch_fd = -1,
-                   .scratch_parent_fd = -1,
+                   .scratch = AJ_SCRATCH_INIT,
                    .progress = isatty(STDERR_FILENO) };
         for (size_t i = 0; i < AJ_EVAL_MAX_JOBS; i++)
                 e.slots[i] = (Slot){ .pidfd = -1, .out_fd = -1, .log_fd = -1, .dir_fd = -1, .ws_fd = -1 };

@@ -524,9 +524,28 @@ static int rm_contents(RmRf *rm, int dir_fd, unsigned depth)
         return r;
 }
 
+/* The top directory, pinned at `pinned` (st: its identity) and known as `name` in parent_fd:
+ * emptied through the pin, then its name removed only while it is still this directory:
+ * whatever was put in its place is left as it is (unlinkat() follows no symlink; a
+ * directory swapped in between the check and the rmdir is removed only if empty). */
+static int rm_top(RmRf *rm, int parent_fd, const char *name, int pinned, const struct stat *st)
+{
+        struct stat now;
+        /* "." from the pin crosses no mount and looks up no path. */
+        int fd = openat(pinned, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r = fd < 0 ? -errno : rm_contents(rm, fd, 0);
+        if (fstatat(parent_fd, name, &now, AT_SYMLINK_NOFOLLOW) < 0)
+                rm_note(&r, errno == ENOENT ? 0 : -errno);
+        else if (now.st_dev != st->st_dev || now.st_ino != st->st_ino)
+                rm_note(&r, -ESTALE);
+        else if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+                rm_note(&r, -errno);
+        return r;
+}
+
 int aj_rm_rf_pinned(int parent_fd, const char *name, int dir_fd)
 {
-        struct stat st, now;
+        struct stat st;
         RmRf rm = { .top_fd = -1, .placed = true };
         if (!name || !*name || strchr(name, '/') || streq(name, ".") || streq(name, ".."))
                 return -EINVAL;
@@ -538,19 +557,7 @@ int aj_rm_rf_pinned(int parent_fd, const char *name, int dir_fd)
         if (r < 0)
                 return r;
         rm_grant_owner(dir_fd, &st);
-        /* "." from the pin crosses no mount and looks up no path. */
-        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        r = fd < 0 ? -errno : rm_contents(&rm, fd, 0);
-        /* Its name only while it is still this directory: whatever was put in its place is
-         * left as it is (unlinkat() follows no symlink; a directory swapped in between the
-         * check and the rmdir is removed only if empty). */
-        if (fstatat(parent_fd, name, &now, AT_SYMLINK_NOFOLLOW) < 0)
-                rm_note(&r, errno == ENOENT ? 0 : -errno);
-        else if (now.st_dev != st.st_dev || now.st_ino != st.st_ino)
-                rm_note(&r, -ESTALE);
-        else if (unlinkat(parent_fd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-                rm_note(&r, -errno);
-        return r;
+        return rm_top(&rm, parent_fd, name, dir_fd, &st);
 }
 
 int aj_rm_rf_at(int dir_fd, const char *path)
@@ -562,14 +569,13 @@ int aj_rm_rf_at(int dir_fd, const char *path)
                 return errno == ENOENT ? 0 : -errno;
         if (!S_ISDIR(st.st_mode))
                 return unlinkat(dir_fd, path, 0) < 0 && errno != ENOENT ? -errno : 0;
+        /* The directory its lstat saw, pinned: emptied through the pin, its name removed only
+         * while it is still that directory. */
         RmRf rm = { .top_fd = -1 };
-        int fd = rm_open_dir(&rm, dir_fd, path, &st);
-        if (fd < 0)
-                return fd == -ENOENT ? 0 : fd;
-        int r = rm_contents(&rm, fd, 0);
-        if (unlinkat(dir_fd, path, AT_REMOVEDIR) < 0 && errno != ENOENT)
-                rm_note(&r, -errno);
-        return r;
+        _cleanup_close_ int pinned = rm_pin_dir(&rm, dir_fd, path, &st);
+        if (pinned < 0)
+                return pinned == -ENOENT ? 0 : pinned;
+        return rm_top(&rm, dir_fd, path, pinned, &st);
 }
 
 int aj_rm_rf(const char *path) { return aj_rm_rf_at(AT_FDCWD, path); }

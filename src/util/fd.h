@@ -61,7 +61,10 @@ int aj_mkdir_p(const char *path, mode_t mode);
 #define AJ_RM_RF_OPEN_LEVELS 16
 int aj_rm_rf(const char *path);
 /* The same for `path` relative to the directory open at dir_fd: `aj_rm_rf_at(fd, "name")`
- * removes only what that directory holds under that name, wherever its path leads now. */
+ * removes only what that directory holds under that name, wherever its path leads now. A
+ * top directory is the one its lstat saw throughout: pinned, emptied through the pin, and
+ * its name removed only while it still names that directory (-ESTALE, and what took the
+ * name left as it is, when a directory or symlink was put in its place meanwhile). */
 int aj_rm_rf_at(int dir_fd, const char *path);
 /* The same for the directory open at dir_fd (pinned when it was made: its path is never
  * looked up), whose name is `name` in the directory open at parent_fd: emptied through

@@ -283,21 +283,29 @@ like "$(jq -r '"\(.cases[2].result) \(.cases[2].failures[0])"' <<<"$EVAL_OUT" 2>
         "^fail exit status 125, expected 0: .*refusing '$TMPDIR'" "... an overlay case too"
 is "$(jq -r '.cases[1].result' <<<"$EVAL_OUT" 2>&1)" pass "the next case runs and passes"
 # Anywhere in the scratch root but the case's own workspace (the run's cwd): its case dir, where
-# its log is (a bind by its path, as --rw gives it), refused, saying which rule; its workspace's
-# own directories, and the scratch root read-only, are the agent's to have.
+# its log is (a bind by its path, as --rw gives it), refused, saying which rule; the scratch root
+# or another case's dir read-only too (other cases' workspaces and logs); its workspace's own
+# directories are the agent's to have.
 S=$TMPDIR/agentjail-eval.byhand
 mkdir -p "$S/case-1/workspace/sub"
 export AGENTJAIL_EVAL_SCRATCH=$S
 pushd "$S/case-1/workspace" >/dev/null || exit 1
 run_jail --rw "$S/case-1:/mnt/case" -- true
 is "$JAIL_RC" 125 "a case's run binding its case dir rw is refused (exit 125)" || jail_diag
-like "$JAIL_ERR" "--rw: refusing '$S/case-1': it is inside '$S', agentjail eval's scratch dir .*\\(rule: agentjail's own files are never mounted writable: during an eval" \
+like "$JAIL_ERR" "--rw: refusing '$S/case-1': it is inside '$S', agentjail eval's scratch dir .*\\(rule: agentjail's scratch dir is never mounted, even read-only: during an eval" \
         "... saying it is inside the scratch dir, by the rule for agentjail's own files"
-run_jail --rw "$S/case-1/workspace/sub:/mnt/sub" --ro "$S:/mnt/scratch" -- \
-        sh -c 'echo mine > /mnt/sub/own.txt && ls /mnt/scratch'
+mkdir -p "$S/case-2/workspace"
+for ro in "$S" "$S/case-2"; do
+        run_jail --ro "$ro:/mnt/scratch" -- ls /mnt/scratch
+        is "$JAIL_RC" 125 "a case's run binding '${ro#"$TMPDIR"/}' read-only is refused (exit 125)" || jail_diag
+        like "$JAIL_ERR" "--ro: refusing '$ro': it is .*agentjail eval's scratch dir .*\\(rule: agentjail's scratch dir is never mounted, even read-only" \
+                "... saying why" || jail_diag
+done
+run_jail --rw "$S/case-1/workspace/sub:/mnt/sub" --ro "$S/case-1/workspace/sub:/mnt/ro" -- \
+        sh -c 'echo mine > /mnt/sub/own.txt && cat /mnt/ro/own.txt'
 popd >/dev/null || exit 1
 is "$JAIL_RC/$(cat "$S/case-1/workspace/sub/own.txt" 2>&1)" 0/mine \
-        "one binding a directory of its own workspace rw, and the scratch root read-only, runs" || jail_diag
+        "one binding a directory of its own workspace rw and read-only runs" || jail_diag
 unset AGENTJAIL_EVAL_SCRATCH
 rm -rf "$VICTIM" "$TMPDIR/moved" "$TMPDIR"/agentjail-eval.* "$S"
 

@@ -250,6 +250,46 @@ PRWB=$(write_profile rprwb '{"extends": "./rp.json", "filesystem": {"rw": ["'"$T
 replay "$ORIG" -p "$PRWB"
 is "$RC" 125 "a replay under a profile with rw binds is refused (125)" || replay_diag
 like "$ERR" "read-write" "... saying its tools would write the host's paths for real"
+# The scratch dir is agentjail's own while the replay runs (it makes, writes and removes its
+# copy and profile there as root): a bind that would hand the agent any of it but the copy is
+# refused, rw (even with --force) or read-only, naming the profile field.
+for mode in rw ro; do
+        PSCR=$(write_profile "rpscr$mode" '{"extends": "./rp.json", "filesystem": {"'$mode'": ["'"$T"'/scratch"]}}')
+        replay "$ORIG" -p "$PSCR" --force --json
+        is "$(jq -r .run_status <<<"$OUT" 2>&1)" 125 "a replay under a profile binding its workdir $mode: its run is refused" ||
+                replay_diag
+        like "$ERR" "filesystem.$mode: refusing '$T/scratch': it contains '$T/scratch/agentjail-replay\.[^']*', agentjail replay's scratch dir" \
+                "... naming the field and the scratch dir" || replay_diag
+        is "$(ls -A "$T/scratch" 2>&1)" "" "... which is removed after"
+done
+
+# Whoever can write --workdir (a user owning TMPDIR, another jail's agent through a bind)
+# swaps the scratch root for a symlink to a directory of the host's, here right when replay
+# copies the workspace (a cp first on PATH makes the swap, then runs the real one): replay
+# makes, copies, writes its profile, runs and removes through the root it made and holds,
+# never by its path, so nothing lands where the symlink points.
+VICTIM=$T/victim
+mkdir -p "$T/fakebin" "$VICTIM"
+cat >"$T/fakebin/cp" <<EOF
+#!/bin/sh
+for d in "$T/scratch"/agentjail-replay*; do
+        [ -d "\$d" ] && [ ! -L "\$d" ] || continue
+        mv "\$d" "\$d.moved" && ln -s "$VICTIM" "\$d"
+done
+exec $(command -v cp) "\$@"
+EOF
+chmod 755 "$T/fakebin/cp"
+PATH_BEFORE=$PATH
+export PATH=$T/fakebin:$PATH
+replay "$ORIG" --json
+export PATH=$PATH_BEFORE
+is "$(ls -A "$VICTIM" 2>&1)" "" "a scratch root swapped for a symlink: nothing is made or written where it points" ||
+        replay_diag
+is "$RC" 0 "... the replay runs in the copy it made, as it would have" || replay_diag
+like "$ERR" "Cannot remove the scratch workspace '$T/scratch/agentjail-replay\\.[^']*': Stale file handle" \
+        "... and its removal leaves the symlink in its name, saying so" || replay_diag
+is "$(find "$T/scratch" -mindepth 2 | wc -l)" 0 "... the root it made emptied, where it was moved"
+rm -rf "$T/fakebin" "$VICTIM" "$T/scratch"/agentjail-replay*
 
 # --- a request the recording lacks: a miss, a 502, nothing sent
 replay "$ORIG" -p "$PEXTRA" --json

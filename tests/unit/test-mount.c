@@ -767,8 +767,9 @@ Test(mount, sensitive_check_table, PURE)
 #define CHAIN(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), false })
 #define MISSING(...) ((AjIdChain){ (AjFileId[]){ __VA_ARGS__ }, ARRAY_SIZE(((AjFileId[]){ __VA_ARGS__ })), true })
 
-/* An eval's scratch root is agentjail's own but for the case's workspace in it: nothing above it
- * or in it is writable but that workspace and what is inside it; reading is not refused. */
+/* An eval's (or a replay's) scratch root is agentjail's own but for the run's workspace in it:
+ * nothing above it or in it is mounted, writable or read-only (other cases' workspaces and
+ * logs), but that workspace and what is inside it. */
 Test(mount, sensitive_eval_scratch, PURE)
 {
         AjSensitivePlace items[] = {
@@ -791,7 +792,10 @@ Test(mount, sensitive_eval_scratch, PURE)
                 { "/tmp/e", W, &l, AJ_SENSITIVE_REFUSED },
                 { "/tmp/x/..", W, &l, AJ_SENSITIVE_REFUSED },                    /* (judged resolved: /tmp) */
                 { "/tmp/e2", W, &l, AJ_SENSITIVE_NONE },                         /* a prefix, not a parent */
-                { "/tmp/e", R, &l, AJ_SENSITIVE_NONE },                          /* read: not refused */
+                { "/tmp/e", R, &l, AJ_SENSITIVE_REFUSED },                       /* read: refused too */
+                { "/tmp/e/case-2", R, &l, AJ_SENSITIVE_REFUSED },                /* another case's, read */
+                { "/tmp/e/case-1", R, &l, AJ_SENSITIVE_REFUSED },                /* its own log, read */
+                { "/tmp/e/case-1/workspace/sub", R, &l, AJ_SENSITIVE_NONE },     /* its own, read */
                 { "/tmp/e/case-1/workspace", W, &no_own, AJ_SENSITIVE_REFUSED }, /* no hole: all of it */
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {

@@ -31,6 +31,7 @@
 #include "util/parse.h"
 #include "util/path.h"
 #include "util/ratelimit.h"
+#include "util/scratch.h"
 #include "util/shared.h"
 #include "util/strv.h"
 
@@ -136,6 +137,100 @@ Test(fd, mkdir_p_tries_the_path_first)
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
         cr_assert_eq(system(cmd), 0);
+}
+
+/* Every unlinkat of this test binary; with `swap_after` set, the unlink of that name is
+ * followed by what an agent sharing the parent could do then: the top directory being
+ * removed (`swap_top` in swap_parent) renamed away and another, empty one made in its place. */
+static const char *swap_after, *swap_top;
+static int swap_parent = -1;
+int unlinkat(int dir_fd, const char *path, int flags)
+{
+        int r = (int)syscall(SYS_unlinkat, dir_fd, path, flags);
+        if (swap_after && strcmp(path, swap_after) == 0) {
+                swap_after = NULL;
+                int e = errno;
+                cr_assert_eq(renameat(swap_parent, swap_top, swap_parent, "moved-away"), 0);
+                cr_assert_eq(mkdirat(swap_parent, swap_top, 0755), 0);
+                errno = e;
+        }
+        return r;
+}
+
+/* The top directory aj_rm_rf_at emptied was put away and another one given its name before
+ * its rmdir: the other one is not the directory it was asked to remove (its name in the
+ * parent is compared with the pinned directory): left as it is, and -ESTALE. Also through
+ * aj_rm_rf_pinned (eval's and replay's scratch dirs). */
+Test(fd, rm_rf_removes_the_top_only_while_it_is_that_directory)
+{
+        char root[] = "/tmp/aj-rmtop-XXXXXX";
+        cr_assert_not_null(mkdtemp(root));
+        int parent = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        cr_assert_geq(parent, 0);
+        for (int pinned = 0; pinned < 2; pinned++) {
+                cr_assert_eq(mkdirat(parent, "top", 0755), 0);
+                int f = openat(parent, "top/a", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                cr_assert_geq(f, 0);
+                close(f);
+                int top = openat(parent, "top", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                cr_assert_geq(top, 0);
+                swap_parent = parent;
+                swap_top = "top";
+                swap_after = "a";
+                int r = pinned ? aj_rm_rf_pinned(parent, "top", top) : aj_rm_rf_at(parent, "top");
+                cr_assert_null(swap_after, "the walk never removed 'a'");
+                cr_assert_eq(r, -ESTALE, "%s: %d", pinned ? "pinned" : "at", r);
+                struct stat st;
+                cr_assert_eq(fstatat(parent, "top", &st, AT_SYMLINK_NOFOLLOW), 0,
+                             "the directory put in its place was removed");
+                cr_assert_eq(unlinkat(parent, "top", AT_REMOVEDIR), 0);
+                /* The one made, emptied, under the name it was moved to. */
+                cr_assert_eq(unlinkat(parent, "moved-away", AT_REMOVEDIR), 0);
+                close(top);
+        }
+        close(parent);
+        cr_assert_eq(rmdir(root), 0);
+}
+
+/* A scratch root (eval's, replay's) is made in its held parent, 0700, named PREFIX.XXXXXX,
+ * and used through its fd: its name swapped for a symlink to another directory, what is made
+ * in it lands in the root made, nothing where the symlink points, and its removal empties the
+ * root and leaves the symlink (-ESTALE). */
+Test(fd, scratch_is_used_through_its_fds)
+{
+        char root[] = "/tmp/aj-scratch-XXXXXX", victim[64], moved[64], name[128];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(victim, sizeof(victim), "%s/victim", root);
+        snprintf(moved, sizeof(moved), "%s/moved", root);
+        cr_assert_eq(mkdir(victim, 0755), 0);
+        AjScratch sc = AJ_SCRATCH_INIT;
+        cr_assert_eq(aj_scratch_make(root, "agentjail-test", &sc), 0);
+        cr_assert_eq(strncmp(sc.name, "agentjail-test.", 15), 0, "%s", sc.name);
+        cr_assert_eq(strlen(sc.name), 21, "%s", sc.name);
+        snprintf(name, sizeof(name), "%s/%s", root, sc.name);
+        cr_assert_str_eq(sc.path, name);
+        struct stat st;
+        cr_assert_eq(fstat(sc.fd, &st), 0);
+        cr_assert_eq(st.st_mode & 07777, 0700);
+        cr_assert_eq(rename(name, moved), 0);
+        cr_assert_eq(symlink(victim, name), 0);
+        int sub = -1, ws = -1;
+        cr_assert_eq(aj_scratch_mkdir(sc.fd, "case-1", 0700, &sub), 0);
+        cr_assert_eq(aj_scratch_mkdir(sub, "workspace", 0755, &ws), 0);
+        close(ws);
+        close(sub);
+        cr_assert_neq(fstatat(AT_FDCWD, victim, &st, 0), -1);
+        char probe[256];
+        snprintf(probe, sizeof(probe), "%s/case-1", victim);
+        cr_assert_eq(access(probe, F_OK), -1, "made where the symlink points");
+        snprintf(probe, sizeof(probe), "%s/case-1/workspace", moved);
+        cr_assert_eq(access(probe, F_OK), 0, "not made in the root made");
+        cr_assert_eq(aj_scratch_remove(&sc), -ESTALE);
+        aj_scratch_done(&sc);
+        cr_assert_eq(unlink(name), 0, "the symlink in its name left as it is");
+        cr_assert_eq(rmdir(moved), 0, "the root made, emptied");
+        cr_assert_eq(rmdir(victim), 0);
+        cr_assert_eq(rmdir(root), 0);
 }
 
 /* Every reallocarray of this program (the library's strv.c among them) goes through here,
