@@ -69,6 +69,40 @@ is "$RC" 0 "ps --all" || op_diag
 is "$(jq -r '[.runs[].state] | unique | join(",")' <<<"$OUT")" exited \
         "every run directory made is recorded as ended ($(jq '.runs | length' <<<"$OUT") of $ROUNDS runs made one)"
 
+# --- SIGKILL at 0 to 40 ms (the whole start-up: run dir, watchdog, cgroup, clone, plans, mount
+# trees, JOINED): the supervisor cannot clean up, its watchdog must. Nothing of any run is left
+# once the watchdogs are done, and every run directory made is closed as lost.
+RUN_IDS=()
+bad=
+for ((i = 0; i < ROUNDS; i++)); do
+        us=$((i < 4 ? i * 250 : RANDOM % 40000))
+        start_and_signal KILL "$us" ./probe sleep 10
+        ((WAIT_RC == 137)) || bad+="${us}us:rc=$WAIT_RC "
+done
+is "$bad" "" "SIGKILL in the first 40 ms ends each of $ROUNDS runs at once (137)"
+collect_run_ids
+procs=$(wait_gone_pids 15)
+is "$procs" "" "no process of the killed runs is left (jail, watchdog)"
+deadline=$((SECONDS + 5))
+while cgroups=$(stray_cgroups) && [[ -n $cgroups ]] && ((SECONDS < deadline)); do
+        sleep 0.1
+done
+is "$cgroups" "" "no cgroup of the killed runs is left"
+rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root ! -name seccomp-cache.key)
+is "$rt" "" "no runtime dir of the killed runs is left"
+is "$(find "$AGENTJAIL_RUNTIME_DIR/.root" -mindepth 1 -printf '%f ' 2>/dev/null)" "" \
+        "the jails' mount point is empty on the host"
+is "$(grep -c "$AGENTJAIL_RUNTIME_DIR\|$AGENTJAIL_STATE_DIR" /proc/self/mountinfo)" 0 \
+        "no mount of a killed run is on the host"
+is "$(find "$AGENTJAIL_STATE_DIR/cache" -name '*.tmp.*' -printf '%P ' 2>/dev/null)" "" \
+        "no half-written cache entry of a killed supervisor is left"
+aj ps --all --json
+is "$RC" 0 "ps --all" || op_diag
+is "$(jq -r '[.runs[] | select(.state != "exited" and .state != "lost") | "\(.id)=\(.state)"] | join(" ")' \
+        <<<"$OUT")" "" "every killed run's directory is closed (lost), none left running or unknown" || op_diag
+aj prune --keep 0
+is "$RC" 0 "prune reaps the killed runs" || op_diag
+
 # --- started with SIGINT and SIGHUP ignored (`trap ''`: this shell and what it starts
 # ignore them from the fork on), at 0 to 5 ms and once the command runs: the run goes on
 trap '' INT HUP

@@ -732,6 +732,87 @@ Test(cgroup_live, freeze_thaw)
         munmap((void *)counter, 4096);
 }
 
+/* A task of the run held where no freeze of the run's reaches it: in a v1 freezer cgroup of
+ * the test's, as a task in uninterruptible sleep (a sync(2) on a loaded disk, a hung NFS
+ * read) would be for as long as it lasts. */
+static char hold_dir[128];
+
+static void hold_write(const char *file, const char *text)
+{
+        char p[256];
+        snprintf(p, sizeof(p), "%s/%s", hold_dir, file);
+        int fd = open(p, O_WRONLY | O_CLOEXEC);
+        cr_assert_geq(fd, 0, "%s: %s", p, strerror(errno));
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text), "%s: %s", p, strerror(errno));
+        close(fd);
+}
+
+static void hold_fini(void)
+{
+        char p[256];
+        snprintf(p, sizeof(p), "%s/freezer.state", hold_dir);
+        int fd = hold_dir[0] ? open(p, O_WRONLY | O_CLOEXEC) : -1;
+        if (fd >= 0) {
+                (void)!write(fd, "THAWED", 6); /* a frozen child would not die of live_fini's SIGKILL */
+                close(fd);
+        }
+        live_fini();
+        for (int i = 0; hold_dir[0] && i < 100 && rmdir(hold_dir) < 0 && errno == EBUSY; i++)
+                sleep_ms(10);
+        hold_dir[0] = 0;
+}
+
+/* A freeze that does not complete in its time (a task that does not reach the freezer) fails,
+ * and leaves the run as it was. Before, cgroup.freeze stayed 1: the kernel froze the run behind
+ * the caller's back once the task got there. The supervisor had said the freeze failed and went
+ * on calling the run running (its wall clock counting, a thaw doing nothing, as the run was not
+ * frozen for it) while it was frozen for good; the v1 freezer's kill, which thaws what it froze
+ * only when its freeze succeeded, left FREEZING behind it, where a SIGKILLed task does not die. */
+Test(cgroup_live, a_freeze_that_does_not_complete_is_undone, .fini = hold_fini)
+{
+        require_live();
+        if (access("/sys/fs/cgroup/freezer/cgroup.procs", W_OK) != 0)
+                cr_skip_test("no cgroup v1 freezer to hold a task in");
+        live_create("stuck", NULL);
+        const char *v2 = v2_run_path();
+        if (!v2)
+                cr_skip_test("no v2 cgroup: the run's freezer is the v1 one the test holds with");
+        counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq((void *)counter, MAP_FAILED);
+        int go;
+        pid_t pid = spawn_waiting(spin, NULL, &go);
+        attach_and_go(pid, go);
+        while (*counter == 0)
+                sleep_ms(1);
+
+        snprintf(hold_dir, sizeof(hold_dir), "/sys/fs/cgroup/freezer/ajtest-%d-hold", (int)getpid());
+        cr_assert(mkdir(hold_dir, 0755) == 0 || errno == EEXIST, "%s: %s", hold_dir, strerror(errno));
+        char pid_s[32];
+        snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
+        hold_write("cgroup.procs", pid_s);
+        hold_write("freezer.state", "FROZEN");
+        char b[64] = "";
+        for (int i = 0; i < 500 && !(read_path_file(hold_dir, "freezer.state", b, sizeof(b)) && streq(b, "FROZEN"));
+             i++)
+                sleep_ms(10);
+        cr_assert_str_eq(b, "FROZEN", "the task is held");
+
+        cr_assert_lt(aj_cgroup_freeze(live_cg), 0, "a freeze the held task keeps from completing fails");
+        cr_assert(read_path_file(v2, "cgroup.freeze", b, sizeof(b)));
+        cr_expect_str_eq(b, "0", "the failed freeze is undone: cgroup.freeze is 0 again");
+
+        /* The task let go: it runs on, the run not frozen behind anyone's back. */
+        hold_write("freezer.state", "THAWED");
+        sleep_ms(100);
+        uint64_t c1 = *counter;
+        sleep_ms(200);
+        cr_expect_gt(*counter, c1, "the task runs once it is let go: the run is not frozen");
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_expect_not(st.frozen, "cgroup.events says frozen after a freeze that failed");
+        munmap((void *)counter, 4096);
+}
+
 static int result_pipe[2];
 
 static void fork_bomb(void *arg)
