@@ -678,9 +678,9 @@ static pid_t proc_state(pid_t pid, char *ret_state)
         return 0;
 }
 
-Test(cgroup_live, freeze_thaw)
+/* A task of the run counting in `counter` (shared with us), once it has started counting. */
+static pid_t start_spinner(void)
 {
-        live_create("freeze", NULL);
         counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq((void *)counter, MAP_FAILED);
         int go;
@@ -688,6 +688,13 @@ Test(cgroup_live, freeze_thaw)
         attach_and_go(pid, go);
         while (*counter == 0)
                 sleep_ms(1);
+        return pid;
+}
+
+Test(cgroup_live, freeze_thaw)
+{
+        live_create("freeze", NULL);
+        pid_t pid = start_spinner();
 
         pid_t *pids = NULL;
         size_t n = 0;
@@ -777,13 +784,7 @@ Test(cgroup_live, a_freeze_that_does_not_complete_is_undone, .fini = hold_fini)
         const char *v2 = v2_run_path();
         if (!v2)
                 cr_skip_test("no v2 cgroup: the run's freezer is the v1 one the test holds with");
-        counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        cr_assert_neq((void *)counter, MAP_FAILED);
-        int go;
-        pid_t pid = spawn_waiting(spin, NULL, &go);
-        attach_and_go(pid, go);
-        while (*counter == 0)
-                sleep_ms(1);
+        pid_t pid = start_spinner();
 
         snprintf(hold_dir, sizeof(hold_dir), "/sys/fs/cgroup/freezer/ajtest-%d-hold", (int)getpid());
         cr_assert(mkdir(hold_dir, 0755) == 0 || errno == EEXIST, "%s: %s", hold_dir, strerror(errno));
