@@ -733,6 +733,7 @@ static int plan_seccomp(Run *run)
                 .allow = p->seccomp_allow.items,
                 .notify = p->seccomp_log,
                 .allow_netlink = p->allow_netlink,
+                .fixed_core = !p->core,
         };
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
@@ -776,8 +777,10 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 add_rlimit(cfg, RLIMIT_NPROC, p->nproc);
         if (p->fsize)
                 add_rlimit(cfg, RLIMIT_FSIZE, p->fsize);
+        /* 1 byte, not 0: the kernel's mark for "no piped core dump" too (seccomp-filter.c,
+         * aj_seccomp_sets_core_limit, which keeps the agent from lowering it to 0). */
         if (!p->core)
-                add_rlimit(cfg, RLIMIT_CORE, 0);
+                add_rlimit(cfg, RLIMIT_CORE, 1);
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }

@@ -32,6 +32,8 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
         }
         if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
                 return "namespace flags";
+        if (aj_seccomp_sets_core_limit(d->nr, d->args))
+                return "the core dump limit (limits.core is false)";
         unsigned arg;
         uint64_t flag;
         if (aj_seccomp_hugetlb_flag(d->nr, &arg, &flag) && d->args[arg] & flag)

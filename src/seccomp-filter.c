@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 
@@ -221,6 +222,33 @@ static const uint32_t allowed_personas[] = { 0x0, 0x8, 0x20000, 0x20008, 0xfffff
  * n_gsm's local root bugs. */
 static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
 
+/*
+ * limits.core false: RLIMIT_CORE is 1 byte, below any core file (a page at least), and the
+ * kernel's mark for "no core dump helper": with a piped core_pattern (systemd-coredump,
+ * apport) RLIMIT_CORE is otherwise ignored, and each crash of a jailed process started the
+ * helper on the host, as root, outside the jail's cgroup, namespaces and limits, as many at
+ * once as the agent crashed (kernel.core_pipe_limit is 0 by default). The agent may not put
+ * the soft limit back to 0 (a lowering the kernel allows anyone): setrlimit and prlimit64
+ * with a new RLIMIT_CORE are refused; reading it is not.
+ */
+bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6])
+{
+        if (nr == SCMP_SYS(setrlimit))
+                return (uint32_t)args[0] == RLIMIT_CORE;
+        return nr == SCMP_SYS(prlimit64) && (uint32_t)args[1] == RLIMIT_CORE && args[2] != 0;
+}
+
+static void plan_keep_core(SeccompPlan *plan)
+{
+        static const struct {
+                int nr;
+                SeccompRule rule;
+        } keep[] = { { SCMP_SYS(setrlimit), RULE_KEEP_CORE_A0 }, { SCMP_SYS(prlimit64), RULE_KEEP_CORE_A1 } };
+        for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+                if (keep[i].nr >= 0 && keep[i].nr < PLAN_NR_MAX && plan->rule[keep[i].nr] == RULE_ALLOW)
+                        plan->rule[keep[i].nr] = (uint8_t)keep[i].rule;
+}
+
 /* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
  * rules exist to refuse, out of the filter's sight. */
 static bool never_allowed(int nr)
@@ -293,6 +321,9 @@ int aj_seccomp_plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *
         r = plan_apply_names(&plan, spec->deny, RULE_DENY, "deny", ret_error);
         if (r < 0)
                 return r;
+        /* Last: it protects the host, so a profile's allow does not lift it. */
+        if (spec->fixed_core)
+                plan_keep_core(&plan);
 
         *ret = plan;
         return 0;
@@ -364,6 +395,16 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 if (!aj_seccomp_hugetlb_flag(nr, &arg, &flag))
                         return -EINVAL;
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, flag, 0));
+        }
+        case RULE_KEEP_CORE_A0:
+        case RULE_KEEP_CORE_A1: {
+                uint32_t core = RLIMIT_CORE;
+                unsigned arg = plan->rule[nr] == RULE_KEEP_CORE_A0 ? 0 : 1;
+                int r = add_allow_lo32_except(ctx, nr, arg, &core, 1, 0, 0);
+                if (r < 0 || plan->rule[nr] == RULE_KEEP_CORE_A0)
+                        return r;
+                /* prlimit64 that only reads (no new limit). */
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A2_64(SCMP_CMP_EQ, 0));
         }
         case RULE_MODE_A1:
         case RULE_MODE_A2:

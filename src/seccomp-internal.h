@@ -34,6 +34,8 @@ typedef enum {
         RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
         RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
         RULE_NO_HUGETLB,    /* allowed unless the flags ask for huge pages (aj_seccomp_hugetlb_flag) */
+        RULE_KEEP_CORE_A0,  /* setrlimit: allowed unless the resource (argument 0) is RLIMIT_CORE */
+        RULE_KEEP_CORE_A1,  /* prlimit64: the same for argument 1, when a new limit (2) is given */
 } SeccompRule;
 
 typedef struct {
@@ -54,6 +56,9 @@ typedef struct {
                     CLONE_NEWCGROUP))
 
 /* ---- seccomp-filter.c ---- */
+
+/* A setrlimit/prlimit64 call that changes RLIMIT_CORE (RULE_KEEP_CORE_*). Pure. */
+bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6]);
 
 /* The rule of a syscall that sets a file mode (RULE_MODE_*, RULE_OPEN_*, RULE_ENOSYS), else RULE_DENY. */
 SeccompRule aj_seccomp_mode_rule(int nr);

@@ -241,6 +241,22 @@ is "$(pval ptrace)/$(pval getpid)" EPERM/OK "a run with an untrusted cache dir i
 is "$(ls "$CACHE")" "" "and writes nothing to that cache"
 chmod 0700 "$CACHE"
 
+# --- limits.core false (the default): RLIMIT_CORE is 1 byte, below any core file and the
+# kernel's mark for "no piped dump": with a piped core_pattern (systemd-coredump, apport) the
+# kernel ignores the limit but for that value, and each crash in the jail started the host's
+# helper as root, outside the jail's cgroup (tests/vm/test-core-dumps.sh shows it, where the
+# pattern may be set). The agent cannot lower it to 0; with limits.core true it is its own.
+run_jail -- /bin/sh -c 'echo "core=$(awk -v OFS=/ "/^Max core file size/ { print \$5, \$6 }" /proc/self/limits)"
+        (ulimit -c 0) 2>/dev/null; echo "lower=$?"'
+is "$(pval core)" "1/1" "the jail's RLIMIT_CORE is 1 byte, soft and hard" || jail_diag
+isnt "$(pval lower)" 0 "the agent cannot lower it to 0"
+ev=$(events_of seccomp.denied "$JAIL_RUN_DIR" | jq -c 'select(.syscall == "prlimit64" or .syscall == "setrlimit")' | head -1)
+is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "the core dump limit (limits.core is false)" \
+        "the refused change is recorded with its reason" || diag "$(cat "$JAIL_RUN_DIR/events.jsonl")"
+CORE=$(write_profile core '{"extends": "default", "limits": {"core": true}}')
+run_jail -p "$CORE" -- /bin/sh -c '(ulimit -c 0) 2>/dev/null; echo "lower=$?"'
+is "$(pval lower)" 0 "limits.core true: the limit is the agent's to set" || jail_diag
+
 # --- the filter applies to every process of the jail, including a shell's children
 run_jail -- /bin/sh -c './probe syscall ptrace keyctl'
 is "$(pval ptrace)" EPERM "a grandchild process is filtered too (ptrace)"

@@ -672,6 +672,74 @@ Test(seccomp_live, allow_netlink)
         expect_probes(&(AjSeccompSpec){ .allow_netlink = true }, probes, ARRAY_SIZE(probes));
 }
 
+/* ---- limits.core false: RLIMIT_CORE kept at the jail's 1 byte ---- */
+
+static long c_setrlimit_core(void)
+{
+        struct rlimit rl = { 0, 0 };
+        return syscall(SYS_setrlimit, RLIMIT_CORE, &rl);
+}
+static long c_setrlimit_core_high(void)
+{
+        struct rlimit rl = { 0, 0 };
+        return syscall(SYS_setrlimit, RLIMIT_CORE | 1UL << 32, &rl);
+}
+static long c_prlimit_core_set(void)
+{
+        struct rlimit rl = { 0, 0 };
+        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, &rl, NULL);
+}
+static long c_prlimit_core_swap(void)
+{
+        struct rlimit rl = { 0, 0 }, old;
+        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, &rl, &old);
+}
+static long c_prlimit_core_read(void)
+{
+        struct rlimit old;
+        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, NULL, &old);
+}
+static long c_getrlimit_core(void)
+{
+        struct rlimit old;
+        return getrlimit(RLIMIT_CORE, &old);
+}
+static long c_setrlimit_nofile(void)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return -1;
+        return syscall(SYS_setrlimit, RLIMIT_NOFILE, &rl);
+}
+
+/* With a piped core_pattern (systemd-coredump, apport) the kernel ignores RLIMIT_CORE but for
+ * its value 1: a jailed process that crashed started the host's helper, as root, outside the
+ * jail's cgroup and namespaces, once per crash; the jail sets 1 and the agent must not lower
+ * it to 0 (which the kernel allows anyone). */
+Test(seccomp_live, the_core_limit_stays_as_the_jail_set_it)
+{
+        static const Probe kept[] = {
+                { "setrlimit(RLIMIT_CORE)", c_setrlimit_core, EPERM, false },
+                { "setrlimit(RLIMIT_CORE | 1 << 32)", c_setrlimit_core_high, EPERM, false },
+                { "prlimit64(RLIMIT_CORE, new)", c_prlimit_core_set, EPERM, false },
+                { "prlimit64(RLIMIT_CORE, new, old)", c_prlimit_core_swap, EPERM, false },
+                { "prlimit64(RLIMIT_CORE, NULL, old)", c_prlimit_core_read, 0, false },
+                { "getrlimit(RLIMIT_CORE)", c_getrlimit_core, 0, false },
+                { "setrlimit(RLIMIT_NOFILE)", c_setrlimit_nofile, 0, false },
+                { "prlimit64(self)", a_prlimit_self, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){ .fixed_core = true }, kept, ARRAY_SIZE(kept));
+        /* A profile's allow does not lift it: it protects the host. */
+        char *allow[] = { "setrlimit", "prlimit64", NULL };
+        expect_probes(&(AjSeccompSpec){ .fixed_core = true, .allow = allow }, kept, 4);
+        /* limits.core true: the agent's to set. */
+        static const Probe free_core[] = {
+                { "setrlimit(RLIMIT_CORE)", c_setrlimit_core, 0, false },
+                { "prlimit64(RLIMIT_CORE, new)", c_prlimit_core_set, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){}, free_core, ARRAY_SIZE(free_core));
+}
+
 /* ---- RestrictSUIDSGID ---- */
 
 /* A directory (root's, as the idmapped workspace maps the agent to the owner) with one file;
@@ -849,6 +917,10 @@ Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .f
         d = (AjSeccompDenial){ .nr = SYS_shmget, .arch = AUDIT_ARCH_X86_64, .args = { 0, 4096, SHM_HUGETLB } };
         cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "huge pages (the host's pool)");
         d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+        d = (AjSeccompDenial){ .nr = SYS_prlimit64, .arch = AUDIT_ARCH_X86_64, .args = { 0, RLIMIT_CORE, 0x1000 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "the core dump limit (limits.core is false)");
+        d = (AjSeccompDenial){ .nr = SYS_setrlimit, .arch = AUDIT_ARCH_X86_64, .args = { RLIMIT_NOFILE, 0x1000 } };
         cr_expect_null(aj_seccomp_denial_hint(&d));
 }
 
