@@ -3,6 +3,7 @@
  * happened, and which ones are recorded (every distinct key, repeats rate limited). */
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <seccomp.h>
 #include <stdio.h>
@@ -32,6 +33,9 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
         }
         if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
                 return "namespace flags";
+        if (d->nr == SCMP_SYS(socket) && ((uint32_t)d->args[0] == AF_INET || (uint32_t)d->args[0] == AF_INET6) &&
+            !aj_seccomp_socket_builtin(d->args[0], d->args[1], d->args[2]))
+                return "a protocol or type the kernel would load a module for";
         if (aj_seccomp_sets_core_limit(d->nr, d->args))
                 return "the core dump limit (limits.core is false)";
         unsigned arg;

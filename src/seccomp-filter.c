@@ -10,6 +10,7 @@
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -249,6 +250,38 @@ static void plan_keep_core(SeccompPlan *plan)
                         plan->rule[keep[i].nr] = (uint8_t)keep[i].rule;
 }
 
+/* AF_INET and AF_INET6 sockets the kernel makes without a module (add_socket_rules). */
+typedef struct {
+        uint32_t family, type, protocol;
+        bool any_protocol; /* SOCK_RAW: a wildcard entry matches them all */
+} SocketBuiltin;
+#define SOCKET_TYPE_MASK 0xfu
+/* clang-format off */
+static const SocketBuiltin socket_builtin[] = {
+        { AF_INET,  SOCK_STREAM, 0, false },  { AF_INET,  SOCK_STREAM, IPPROTO_TCP, false },
+        { AF_INET,  SOCK_STREAM, IPPROTO_MPTCP, false },
+        { AF_INET,  SOCK_DGRAM,  0, false },  { AF_INET,  SOCK_DGRAM,  IPPROTO_UDP, false },
+        { AF_INET,  SOCK_DGRAM,  IPPROTO_UDPLITE, false }, { AF_INET, SOCK_DGRAM, IPPROTO_ICMP, false },
+        { AF_INET,  SOCK_RAW,    0, true },
+        { AF_INET6, SOCK_STREAM, 0, false },  { AF_INET6, SOCK_STREAM, IPPROTO_TCP, false },
+        { AF_INET6, SOCK_STREAM, IPPROTO_MPTCP, false },
+        { AF_INET6, SOCK_DGRAM,  0, false },  { AF_INET6, SOCK_DGRAM,  IPPROTO_UDP, false },
+        { AF_INET6, SOCK_DGRAM,  IPPROTO_UDPLITE, false }, { AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6, false },
+        { AF_INET6, SOCK_RAW,    0, true },
+};
+/* clang-format on */
+
+bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(socket_builtin); i++) {
+                const SocketBuiltin *b = &socket_builtin[i];
+                if ((uint32_t)family == b->family && (type & SOCKET_TYPE_MASK) == b->type &&
+                    (b->any_protocol || (uint32_t)protocol == b->protocol))
+                        return true;
+        }
+        return false;
+}
+
 /* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
  * rules exist to refuse, out of the filter's sight. */
 static bool never_allowed(int nr)
@@ -364,6 +397,35 @@ static int add_allow_lo32_in(scmp_filter_ctx ctx, int nr, unsigned arg, const ui
         return 0;
 }
 
+/*
+ * socket(): AF_UNIX (AF_NETLINK with allow_netlink), and AF_INET/AF_INET6 with the types and
+ * protocols the kernel has built in (aj_seccomp_socket_builtin). For any other (SCTP, L2TP,
+ * SMC, a number nothing registered; SOCK_SEQPACKET) inet_create() asks for a module before
+ * it checks anything of the caller: request_module() starts modprobe on the host, as root,
+ * outside the jail's cgroup, namespaces and limits, once per call while no module answers
+ * (a loop of such calls kept the host forking modprobe), and loads what it finds: kernel code
+ * the host's owner never chose. SOCK_RAW matches every protocol without a module, and then
+ * needs CAP_NET_RAW, which the jail lacks.
+ */
+static int add_socket_rules(scmp_filter_ctx ctx, int nr, bool allow_netlink)
+{
+        uint32_t plain[] = { AF_UNIX, AF_NETLINK };
+        int r = add_allow_lo32_in(ctx, nr, 0, plain, allow_netlink ? 2 : 1);
+        for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(socket_builtin); i++) {
+                const SocketBuiltin *b = &socket_builtin[i];
+                if (b->any_protocol)
+                        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 2,
+                                                   SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->family),
+                                                   SCMP_A1_64(SCMP_CMP_MASKED_EQ, SOCKET_TYPE_MASK, b->type));
+                else
+                        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 3,
+                                                   SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->family),
+                                                   SCMP_A1_64(SCMP_CMP_MASKED_EQ, SOCKET_TYPE_MASK, b->type),
+                                                   SCMP_A2_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->protocol));
+        }
+        return r;
+}
+
 static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
 {
         switch ((SeccompRule)plan->rule[nr]) {
@@ -376,11 +438,8 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
         case RULE_CLONE:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
                                               SCMP_A0_64(SCMP_CMP_MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0));
-        case RULE_SOCKET_FAMILY: {
-                uint32_t families[] = { AF_UNIX, AF_INET, AF_INET6, AF_NETLINK };
-                size_t n = plan->allow_netlink ? 4 : 3;
-                return add_allow_lo32_in(ctx, nr, 0, families, n);
-        }
+        case RULE_SOCKET_FAMILY:
+                return add_socket_rules(ctx, nr, plan->allow_netlink);
         case RULE_SOCKETPAIR: {
                 uint32_t family = AF_UNIX;
                 return add_allow_lo32_in(ctx, nr, 0, &family, 1);

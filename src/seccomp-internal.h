@@ -25,7 +25,7 @@ typedef enum {
         RULE_ALLOW,
         RULE_ENOSYS,        /* clone3: glibc falls back to clone(), whose flags we can inspect */
         RULE_CLONE,         /* allowed without namespace flags */
-        RULE_SOCKET_FAMILY, /* allowed for AF_UNIX, AF_INET, AF_INET6 (+ AF_NETLINK) */
+        RULE_SOCKET_FAMILY, /* AF_UNIX (+ AF_NETLINK), AF_INET/AF_INET6 built in (aj_seccomp_socket_builtin) */
         RULE_SOCKETPAIR,    /* allowed for AF_UNIX, the only family that implements it widely */
         RULE_PERSONALITY,   /* allowed for the harmless personas only */
         RULE_IOCTL,         /* allowed except terminal input injection */
@@ -57,6 +57,8 @@ typedef struct {
 
 /* ---- seccomp-filter.c ---- */
 
+/* An AF_INET/AF_INET6 socket the kernel makes without loading a module. Pure. */
+bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol);
 /* A setrlimit/prlimit64 call that changes RLIMIT_CORE (RULE_KEEP_CORE_*). Pure. */
 bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6]);
 

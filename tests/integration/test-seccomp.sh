@@ -244,7 +244,7 @@ chmod 0700 "$CACHE"
 # --- limits.core false (the default): RLIMIT_CORE is 1 byte, below any core file and the
 # kernel's mark for "no piped dump": with a piped core_pattern (systemd-coredump, apport) the
 # kernel ignores the limit but for that value, and each crash in the jail started the host's
-# helper as root, outside the jail's cgroup (tests/vm/test-core-dumps.sh shows it, where the
+# helper as root, outside the jail's cgroup (tests/vm/test-host-helpers.sh shows it, where the
 # pattern may be set). The agent cannot lower it to 0; with limits.core true it is its own.
 run_jail -- /bin/sh -c 'echo "core=$(awk -v OFS=/ "/^Max core file size/ { print \$5, \$6 }" /proc/self/limits)"
         (ulimit -c 0) 2>/dev/null; echo "lower=$?"'
@@ -256,6 +256,23 @@ is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "the core dump limit (limits.core is fa
 CORE=$(write_profile core '{"extends": "default", "limits": {"core": true}}')
 run_jail -p "$CORE" -- /bin/sh -c '(ulimit -c 0) 2>/dev/null; echo "lower=$?"'
 is "$(pval lower)" 0 "limits.core true: the limit is the agent's to set" || jail_diag
+
+# --- no socket of the jail has the host load a module: a protocol or type the kernel has not
+# built in had inet_create() start modprobe on the host, as root, outside the jail's cgroup,
+# on every call (tests/vm/test-host-helpers.sh counts them, where kernel.modprobe may be set).
+# Protocol 200 has no module anywhere: nothing is loaded here even without the filter.
+run_jail -- python3 -c 'import socket
+for name, t, p in (("unknown", socket.SOCK_STREAM, 200), ("tcp", socket.SOCK_STREAM, 0), ("udp", socket.SOCK_DGRAM, 17)):
+    try:
+        socket.socket(socket.AF_INET, t, p).close()
+        print(name + "=OK")
+    except OSError as e:
+        print("%s=%d" % (name, e.errno))'
+is "$(pval unknown)/$(pval tcp)/$(pval udp)" "1/OK/OK" \
+        "a socket of a protocol the kernel has not built in is refused (EPERM); TCP and UDP are not" || jail_diag
+ev=$(events_of seccomp.denied "$JAIL_RUN_DIR" | jq -c 'select(.syscall == "socket")' | head -1)
+is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "a protocol or type the kernel would load a module for" \
+        "the refusal is recorded with its reason"
 
 # --- the filter applies to every process of the jail, including a shell's children
 run_jail -- /bin/sh -c './probe syscall ptrace keyctl'

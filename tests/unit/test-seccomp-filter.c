@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -670,6 +671,49 @@ Test(seccomp_live, allow_netlink)
                 { "socket(AF_PACKET)", p_socket_packet, EPERM, false },
         };
         expect_probes(&(AjSeccompSpec){ .allow_netlink = true }, probes, ARRAY_SIZE(probes));
+}
+
+/* ---- sockets: no module loaded for the jail ---- */
+
+/* Each run only under the filter: without it, the kernel would ask modprobe for the module
+ * (and load SCTP, L2TP... on the test host where it exists). */
+static long s_inet_sctp_seqpacket(void) { return raw_socket(AF_INET, SOCK_SEQPACKET | SOCK_CLOEXEC); }
+static long sock3(unsigned long family, unsigned long type, unsigned long protocol)
+{
+        return close_if_fd(syscall(SYS_socket, family, type, protocol));
+}
+static long s_inet_stream_sctp(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_SCTP); }
+static long s_inet6_dgram_l2tp(void) { return sock3(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 115 /* IPPROTO_L2TP */); }
+static long s_inet_stream_unknown(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 200); }
+static long s_inet_stream_tcp_high(void)
+{
+        return sock3(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP | 1UL << 32);
+}
+static long s_inet_stream(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); }
+static long s_inet_dgram_udp(void) { return sock3(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, IPPROTO_UDP); }
+static long s_inet_sctp_high_type(void) { return sock3(AF_INET, SOCK_STREAM | 1UL << 40, IPPROTO_SCTP); }
+
+/* A protocol or type the kernel has not built in had inet_create() start modprobe on the host
+ * (as root, outside the jail's cgroup and namespaces) before any check of the caller: once per
+ * call while no module answers, and whatever module it found was loaded. */
+Test(seccomp_live, no_socket_has_the_host_load_a_module)
+{
+        static const Probe probes[] = {
+                { "socket(AF_INET, SOCK_SEQPACKET)", s_inet_sctp_seqpacket, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)", s_inet_stream_sctp, EPERM, false },
+                { "socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)", s_inet6_dgram_l2tp, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, 200)", s_inet_stream_unknown, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM | 1 << 40, IPPROTO_SCTP)", s_inet_sctp_high_type, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP | 1 << 32)", s_inet_stream_tcp_high, 0, false },
+                { "socket(AF_INET, SOCK_STREAM, 0)", s_inet_stream, 0, false },
+                { "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP)", s_inet_dgram_udp, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){}, probes, ARRAY_SIZE(probes));
+        AjSeccompDenial d = { .nr = SYS_socket, .arch = AUDIT_ARCH_X86_64, .args = { AF_INET, SOCK_STREAM, 132 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)",
+                         "a protocol or type the kernel would load a module for");
+        d.args[0] = AF_PACKET;
+        cr_expect_null(aj_seccomp_denial_hint(&d));
 }
 
 /* ---- limits.core false: RLIMIT_CORE kept at the jail's 1 byte ---- */
