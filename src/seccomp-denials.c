@@ -3,12 +3,12 @@
  * happened, and which ones are recorded (every distinct key, repeats rate limited). */
 
 #include <errno.h>
-#include <sys/socket.h>
 #include <poll.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "seccomp-internal.h"
 #include "util/syscalls.h"
