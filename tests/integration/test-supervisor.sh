@@ -553,7 +553,7 @@ if wait_for_output "$TEST_TMP/bg.out" '^ready$' 10 && rdir=$(wait_run_dir 5); th
         aj kill "$id"
         is "$RC" 0 "agentjail kill during the fork storm" || op_diag
         wait_exit "$BG_PID" 15
-        is "$WAIT_RC" 137 "the run ends at once, killed (137)"
+        is "$WAIT_RC" 123 "the run ends at once, killed by the operator (123)"
         left=
         for _ in $(seq 50); do
                 left=$(marked)
