@@ -229,14 +229,15 @@ static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
  * apport) RLIMIT_CORE is otherwise ignored, and each crash of a jailed process started the
  * helper on the host, as root, outside the jail's cgroup, namespaces and limits, as many at
  * once as the agent crashed (kernel.core_pipe_limit is 0 by default). The agent may not put
- * the soft limit back to 0 (a lowering the kernel allows anyone): setrlimit and prlimit64
- * with a new RLIMIT_CORE are refused; reading it is not.
+ * the limit back to 0 (a lowering the kernel allows anyone), yet scripts do (`ulimit -c 0`,
+ * `ulimit -c unlimited`) and stop on an error: a new RLIMIT_CORE succeeds without effect
+ * (setrlimit, prlimit64 without an old limit to fill: SCMP_ACT_ERRNO(0)). prlimit64 asked for
+ * the old limit too (util-linux's prlimit) is refused: its success would leave the old one
+ * unfilled, garbage the caller would believe. Reading the limit is not touched.
  */
 bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6])
 {
-        if (nr == SCMP_SYS(setrlimit))
-                return (uint32_t)args[0] == RLIMIT_CORE;
-        return nr == SCMP_SYS(prlimit64) && (uint32_t)args[1] == RLIMIT_CORE && args[2] != 0;
+        return nr == SCMP_SYS(prlimit64) && (uint32_t)args[1] == RLIMIT_CORE && args[2] != 0 && args[3] != 0;
 }
 
 static void plan_keep_core(SeccompPlan *plan)
@@ -426,6 +427,26 @@ static int add_socket_rules(scmp_filter_ctx ctx, int nr, bool allow_netlink)
         return r;
 }
 
+/* setrlimit (the resource in argument 0) and prlimit64 (in 1, the new limit in 2, the old in 3)
+ * with limits.core false (aj_seccomp_sets_core_limit): any other resource, and a read, as
+ * allowed; a new RLIMIT_CORE succeeds without effect, but for a prlimit64 that also asks for
+ * the old limit, which the deny action answers. */
+static int add_keep_core_rules(scmp_filter_ctx ctx, int nr, unsigned arg)
+{
+        uint32_t core = RLIMIT_CORE;
+        int r = add_allow_lo32_except(ctx, nr, arg, &core, 1, 0, 0);
+        if (r < 0)
+                return r;
+        struct scmp_arg_cmp is_core = SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, UINT32_MAX, RLIMIT_CORE);
+        if (arg == 0)
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(0), nr, 1, is_core);
+        /* A read; and a set with no old limit to fill (both: a call that does nothing). */
+        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 2, is_core, SCMP_A2_64(SCMP_CMP_EQ, 0));
+        if (r < 0)
+                return r;
+        return seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(0), nr, 2, is_core, SCMP_A3_64(SCMP_CMP_EQ, 0));
+}
+
 static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
 {
         switch ((SeccompRule)plan->rule[nr]) {
@@ -456,15 +477,8 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, flag, 0));
         }
         case RULE_KEEP_CORE_A0:
-        case RULE_KEEP_CORE_A1: {
-                uint32_t core = RLIMIT_CORE;
-                unsigned arg = plan->rule[nr] == RULE_KEEP_CORE_A0 ? 0 : 1;
-                int r = add_allow_lo32_except(ctx, nr, arg, &core, 1, 0, 0);
-                if (r < 0 || plan->rule[nr] == RULE_KEEP_CORE_A0)
-                        return r;
-                /* prlimit64 that only reads (no new limit). */
-                return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A2_64(SCMP_CMP_EQ, 0));
-        }
+        case RULE_KEEP_CORE_A1:
+                return add_keep_core_rules(ctx, nr, plan->rule[nr] == RULE_KEEP_CORE_A0 ? 0 : 1);
         case RULE_MODE_A1:
         case RULE_MODE_A2:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,

@@ -34,8 +34,8 @@ typedef enum {
         RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
         RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
         RULE_NO_HUGETLB,    /* allowed unless the flags ask for huge pages (aj_seccomp_hugetlb_flag) */
-        RULE_KEEP_CORE_A0,  /* setrlimit: allowed unless the resource (argument 0) is RLIMIT_CORE */
-        RULE_KEEP_CORE_A1,  /* prlimit64: the same for argument 1, when a new limit (2) is given */
+        RULE_KEEP_CORE_A0,  /* setrlimit: a new RLIMIT_CORE (argument 0) succeeds without effect */
+        RULE_KEEP_CORE_A1,  /* prlimit64: the same (argument 1, new limit 2); refused with an old one (3) */
 } SeccompRule;
 
 typedef struct {
@@ -59,7 +59,7 @@ typedef struct {
 
 /* An AF_INET/AF_INET6 socket the kernel makes without loading a module. Pure. */
 bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol);
-/* A setrlimit/prlimit64 call that changes RLIMIT_CORE (RULE_KEEP_CORE_*). Pure. */
+/* A prlimit64 of a new RLIMIT_CORE that RULE_KEEP_CORE_A1 refuses (it asks for the old one too). Pure. */
 bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6]);
 
 /* The rule of a syscall that sets a file mode (RULE_MODE_*, RULE_OPEN_*, RULE_ENOSYS), else RULE_DENY. */

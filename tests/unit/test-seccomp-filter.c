@@ -718,30 +718,45 @@ Test(seccomp_live, no_socket_has_the_host_load_a_module)
 
 /* ---- limits.core false: RLIMIT_CORE kept at the jail's 1 byte ---- */
 
-static long c_setrlimit_core(void)
+/* The probes run with RLIMIT_CORE 1 byte, soft and hard, as the jail's processes do; 0 where
+ * the test's hard limit is 0 and it cannot raise it (no CAP_SYS_RESOURCE), as the jail's is
+ * then (src/jail-plan.c, jail_core_limit). */
+static struct rlimit jail_core = { 1, 1 };
+static const struct rlimit core_zero = { 0, 0 }, core_unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+
+/* `r`, unless the limit moved from the jail's: then ENOTRECOVERABLE. */
+static long core_kept(long r)
 {
-        struct rlimit rl = { 0, 0 };
-        return syscall(SYS_setrlimit, RLIMIT_CORE, &rl);
+        struct rlimit now;
+        if (r < 0 || getrlimit(RLIMIT_CORE, &now) < 0)
+                return -1;
+        if (now.rlim_cur != jail_core.rlim_cur || now.rlim_max != jail_core.rlim_max) {
+                errno = ENOTRECOVERABLE;
+                return -1;
+        }
+        return r;
 }
+static long c_setrlimit_core_zero(void) { return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE, &core_zero)); }
+static long c_setrlimit_core_unlimited(void) { return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE, &core_unlimited)); }
 static long c_setrlimit_core_high(void)
 {
-        struct rlimit rl = { 0, 0 };
-        return syscall(SYS_setrlimit, RLIMIT_CORE | 1UL << 32, &rl);
+        return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE | 1UL << 32, &core_zero));
 }
-static long c_prlimit_core_set(void)
-{
-        struct rlimit rl = { 0, 0 };
-        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, &rl, NULL);
-}
+static long c_prlimit_core_set(void) { return core_kept(syscall(SYS_prlimit64, 0, RLIMIT_CORE, &core_zero, NULL)); }
 static long c_prlimit_core_swap(void)
 {
-        struct rlimit rl = { 0, 0 }, old;
-        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, &rl, &old);
+        struct rlimit old;
+        return core_kept(syscall(SYS_prlimit64, 0, RLIMIT_CORE, &core_zero, &old));
 }
 static long c_prlimit_core_read(void)
 {
-        struct rlimit old;
-        return syscall(SYS_prlimit64, 0, RLIMIT_CORE, NULL, &old);
+        struct rlimit old = { 7, 7 };
+        long r = syscall(SYS_prlimit64, 0, RLIMIT_CORE, NULL, &old);
+        if (r == 0 && old.rlim_cur != jail_core.rlim_cur) {
+                errno = ENODATA; /* the old limit was not filled */
+                return -1;
+        }
+        return r;
 }
 static long c_getrlimit_core(void)
 {
@@ -755,17 +770,37 @@ static long c_setrlimit_nofile(void)
                 return -1;
         return syscall(SYS_setrlimit, RLIMIT_NOFILE, &rl);
 }
+/* limits.core true: the change is made. */
+static long c_setrlimit_core_zero_made(void)
+{
+        struct rlimit now;
+        if (syscall(SYS_setrlimit, RLIMIT_CORE, &core_zero) < 0 || getrlimit(RLIMIT_CORE, &now) < 0)
+                return -1;
+        if (now.rlim_cur != 0) {
+                errno = ENOTRECOVERABLE;
+                return -1;
+        }
+        return 0;
+}
 
 /* With a piped core_pattern (systemd-coredump, apport) the kernel ignores RLIMIT_CORE but for
  * its value 1: a jailed process that crashed started the host's helper, as root, outside the
  * jail's cgroup and namespaces, once per crash; the jail sets 1 and the agent must not lower
- * it to 0 (which the kernel allows anyone). */
+ * it to 0 (which the kernel allows anyone). Scripts setting it (`ulimit -c 0`, `ulimit -c
+ * unlimited`) must not stop on an error: the set succeeds and changes nothing
+ * (ENOTRECOVERABLE: it changed). A prlimit64 that asks for the old limit too is refused: it
+ * would be left unfilled. */
 Test(seccomp_live, the_core_limit_stays_as_the_jail_set_it)
 {
+        jail_core = (struct rlimit){ 1, 1 };
+        if (setrlimit(RLIMIT_CORE, &jail_core) < 0)
+                jail_core = (struct rlimit){ 0, 0 };
+        cr_assert_eq(setrlimit(RLIMIT_CORE, &jail_core), 0, "%s", strerror(errno));
         static const Probe kept[] = {
-                { "setrlimit(RLIMIT_CORE)", c_setrlimit_core, EPERM, false },
-                { "setrlimit(RLIMIT_CORE | 1 << 32)", c_setrlimit_core_high, EPERM, false },
-                { "prlimit64(RLIMIT_CORE, new)", c_prlimit_core_set, EPERM, false },
+                { "setrlimit(RLIMIT_CORE, 0)", c_setrlimit_core_zero, 0, false },
+                { "setrlimit(RLIMIT_CORE, unlimited)", c_setrlimit_core_unlimited, 0, false },
+                { "setrlimit(RLIMIT_CORE | 1 << 32, 0)", c_setrlimit_core_high, 0, false },
+                { "prlimit64(RLIMIT_CORE, new, NULL)", c_prlimit_core_set, 0, false },
                 { "prlimit64(RLIMIT_CORE, new, old)", c_prlimit_core_swap, EPERM, false },
                 { "prlimit64(RLIMIT_CORE, NULL, old)", c_prlimit_core_read, 0, false },
                 { "getrlimit(RLIMIT_CORE)", c_getrlimit_core, 0, false },
@@ -775,11 +810,10 @@ Test(seccomp_live, the_core_limit_stays_as_the_jail_set_it)
         expect_probes(&(AjSeccompSpec){ .fixed_core = true }, kept, ARRAY_SIZE(kept));
         /* A profile's allow does not lift it: it protects the host. */
         char *allow[] = { "setrlimit", "prlimit64", NULL };
-        expect_probes(&(AjSeccompSpec){ .fixed_core = true, .allow = allow }, kept, 4);
+        expect_probes(&(AjSeccompSpec){ .fixed_core = true, .allow = allow }, kept, 6);
         /* limits.core true: the agent's to set. */
         static const Probe free_core[] = {
-                { "setrlimit(RLIMIT_CORE)", c_setrlimit_core, 0, false },
-                { "prlimit64(RLIMIT_CORE, new)", c_prlimit_core_set, 0, false },
+                { "setrlimit(RLIMIT_CORE, 0)", c_setrlimit_core_zero_made, 0, false },
         };
         expect_probes(&(AjSeccompSpec){}, free_core, ARRAY_SIZE(free_core));
 }
@@ -962,7 +996,9 @@ Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .f
         cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "huge pages (the host's pool)");
         d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
         cr_expect_null(aj_seccomp_denial_hint(&d));
-        d = (AjSeccompDenial){ .nr = SYS_prlimit64, .arch = AUDIT_ARCH_X86_64, .args = { 0, RLIMIT_CORE, 0x1000 } };
+        d = (AjSeccompDenial){ .nr = SYS_prlimit64,
+                               .arch = AUDIT_ARCH_X86_64,
+                               .args = { 0, RLIMIT_CORE, 0x1000, 0x2000 } };
         cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "the core dump limit (limits.core is false)");
         d = (AjSeccompDenial){ .nr = SYS_setrlimit, .arch = AUDIT_ARCH_X86_64, .args = { RLIMIT_NOFILE, 0x1000 } };
         cr_expect_null(aj_seccomp_denial_hint(&d));
