@@ -413,11 +413,7 @@ if p=$(find_jailed_argv "$EVAL_PID" "sleep 4322" 10) && ev=$(pgrep -P "$EVAL_PID
                 "the case is an error: its changes were not applied while the watchdog lives" || diag "$out"
         is "$(jq -r .workspace.changes "$rdir/run.json" 2>&1)" discarded "... its run's changes are discarded"
         let_go
-        for _ in $(seq 100); do
-                [[ -d /proc/$wd ]] || break
-                sleep 0.1
-        done
-        ok "... and the watchdog, let go, finishes" test ! -d "/proc/$wd"
+        ok "... and the watchdog, let go, finishes" wait_pid_gone "$wd" 10
 else
         fail "the overlay eval case started, its watchdog held" "$(cat "$TEST_TMP/eval.err")"
 fi

@@ -564,11 +564,7 @@ if wait_for_output "$TEST_TMP/bg.out" '^ready$' 10 && rdir=$(wait_run_dir 5); th
         wait_run_gone "$id" ""
         is "$left" "" "no cgroup dir or runtime dir of the run is left"
         wd=$(jq -r .watchdog_pid "$rdir/run.json")
-        for _ in $(seq 50); do
-                [[ -d /proc/$wd ]] || break
-                sleep 0.1
-        done
-        ok "its watchdog, holding the jail's mount namespace, has exited" test ! -d "/proc/$wd"
+        ok "its watchdog, holding the jail's mount namespace, has exited" wait_pid_gone "$wd" 5
 else
         fail "the jail for the outliving agent started" "$(cat "$TEST_TMP/bg.out" "$TEST_TMP/bg.err")"
 fi
