@@ -753,20 +753,21 @@ static int plan_seccomp(Run *run)
  * The jail's RLIMIT_CORE with limits.core false: 1 byte. Its init sets it once inside the
  * jail's user namespace, where no hard limit can be raised (CAP_SYS_RESOURCE counts in the
  * host's namespace only): on a host whose hard limit is 0 (limits.conf's "hard core 0", a
- * common hardening) every run failed to start. So the supervisor raises its own hard limit to
- * 1 first, its soft limit (its own dumps) as it was. Where it cannot (rootless, without
- * CAP_SYS_RESOURCE) the jail gets 0: a crash in it then starts a piped core_pattern's helper,
- * as one of the same user's processes outside the jail could.
+ * common hardening) every run failed to start. So the supervisor raises the hard limit of
+ * the jail's init (cloned already, waiting for JOINED before it sets its limits) to 1 first,
+ * its soft limit as it was. Where it cannot (rootless, or no CAP_SYS_RESOURCE) the jail gets
+ * 0: a crash in it then starts a piped core_pattern's helper, as one of the same user's
+ * processes outside the jail could.
  */
-static rlim_t jail_core_limit(void)
+static rlim_t jail_core_limit(pid_t jail)
 {
         struct rlimit rl;
-        if (getrlimit(RLIMIT_CORE, &rl) < 0)
+        if (prlimit(jail, RLIMIT_CORE, NULL, &rl) < 0)
                 return 0;
         if (rl.rlim_max >= 1)
                 return 1;
         rl.rlim_max = 1;
-        return setrlimit(RLIMIT_CORE, &rl) == 0 ? 1 : 0;
+        return prlimit(jail, RLIMIT_CORE, &rl, NULL) == 0 ? 1 : 0;
 }
 
 static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
@@ -800,7 +801,7 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
         /* 1 byte, not 0: the kernel's mark for "no piped core dump" too (seccomp-filter.c,
          * aj_seccomp_sets_core_limit, which keeps the agent from setting it). */
         if (!p->core)
-                add_rlimit(cfg, RLIMIT_CORE, jail_core_limit());
+                add_rlimit(cfg, RLIMIT_CORE, jail_core_limit(run->h.pid));
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }

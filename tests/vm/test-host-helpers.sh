@@ -72,6 +72,13 @@ is "$(pval zero)/$(pval unlimited)" 0/0 "ulimit -c 0 and ulimit -c unlimited suc
 is "$(pval core)" 1/1 "... and leave the limit at 1 byte, soft and hard" || jail_diag
 is "$(runs core)" 0 "no crash in the jail started the host's core dump helper" || diag "$(cat "$LOG")"
 
+# Started with a hard limit of 0 (limits.conf's "hard core 0"): the jail's init, in the jail's
+# user namespace, could not raise it to 1 and every run failed to start; the supervisor (root
+# here, CAP_SYS_RESOURCE) raises its own hard limit to 1 first.
+out=$(ulimit -H -c 0 && run_jail -- /bin/sh -c 'grep "^Max core" /proc/self/limits | tr -s " " | cut -d " " -f 5,6 | tr " " /' &&
+        echo "$JAIL_RC:$JAIL_OUT")
+is "$out" "0:1/1" "started with a hard limit of 0, the run starts and its limit is 1 byte"
+
 run_jail -- python3 -c "$SOCKETS"
 is "$(pval errno)" 1 "an unknown protocol's socket is refused in the jail (EPERM)" || jail_diag
 is "$(runs modprobe)" 0 "no socket of the jail started modprobe on the host" || diag "$(cat "$LOG")"
