@@ -192,7 +192,10 @@ typedef struct {
         /* Create this hierarchy's directories and apply the limits it enforces. */
         int (*create)(AjCgroup *cg, const AjCgroupLimits *limits, AjCgroupReasons *reasons);
         int (*attach)(AjCgroup *cg, pid_t pid);
-        /* Returns once the kernel reports the requested state. */
+        /* Returns once the kernel reports the requested state. A freeze that is not done
+         * within AJ_CG_WAIT_MS (a task that does not reach the freezer: in uninterruptible
+         * sleep) fails and is undone: nothing is left half frozen, to freeze later behind the
+         * caller's back, nor FREEZING, where a task does not die of its SIGKILL. */
         int (*set_frozen)(AjCgroup *cg, bool frozen);
         bool (*can_freeze)(const AjCgroup *cg);
         /* SIGKILL to every process; returns once they are gone, or -ETIMEDOUT at `deadline`

@@ -213,8 +213,13 @@ static int v1_set_frozen(AjCgroup *cg, bool frozen)
                 s[strcspn(s, "\n")] = 0;
                 if (streq(s, want))
                         return 0;
-                if (aj_now_monotonic_ms() >= deadline)
+                if (aj_now_monotonic_ms() >= deadline) {
+                        /* Undone, as v2's (cgroup-internal.h): FREEZING left behind froze the
+                         * rest later, and a SIGKILLed task does not die while frozen. */
+                        if (frozen)
+                                (void)aj_cg_write(d, "freezer.state", "THAWED");
                         return -ETIMEDOUT;
+                }
                 /* A task stuck in FREEZING needs the write repeated. */
                 if (frozen)
                         (void)aj_cg_write(d, "freezer.state", want);

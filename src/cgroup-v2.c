@@ -383,7 +383,13 @@ static int v2_set_frozen(AjCgroup *cg, bool frozen)
         int r = aj_cg_write(aj_cg_v2(cg), "cgroup.freeze", frozen ? "1" : "0");
         if (r < 0)
                 return r;
-        return aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+        r = aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+        /* A freeze that did not complete (a task in uninterruptible sleep never reached the
+         * freezer) is undone (cgroup-internal.h): left asked for, the kernel would finish it
+         * later, behind the back of a caller told it failed. */
+        if (r < 0 && frozen)
+                (void)aj_cg_write(aj_cg_v2(cg), "cgroup.freeze", "0");
+        return r;
 }
 
 static int v2_kill(AjCgroup *cg, int64_t deadline)

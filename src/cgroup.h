@@ -106,7 +106,7 @@ int aj_cgroup_attach(AjCgroup *cg, pid_t pid, bool already_in_v2);
 #define AJ_CGROUP_V1_MAX 8 /* at least the v1 hierarchies a run uses */
 int aj_cgroup_v1_task_fds(AjCgroup *cg, int *fds, size_t max, size_t *ret_n);
 
-int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen */
+int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen; failed: not frozen */
 int aj_cgroup_thaw(AjCgroup *cg);
 int aj_cgroup_kill(AjCgroup *cg); /* SIGKILL to every process, cgroup.kill where it works */
 int aj_cgroup_stats(AjCgroup *cg, AjCgroupStats *ret);

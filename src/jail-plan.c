@@ -736,6 +736,7 @@ static int plan_seccomp(Run *run)
                 .allow = p->seccomp_allow.items,
                 .notify = p->seccomp_log,
                 .allow_netlink = p->allow_netlink,
+                .fixed_core = !p->core,
         };
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
@@ -749,6 +750,27 @@ static int plan_seccomp(Run *run)
                 return r;
         }
         return 0;
+}
+
+/*
+ * The jail's RLIMIT_CORE with limits.core false: 1 byte. Its init sets it once inside the
+ * jail's user namespace, where no hard limit can be raised (CAP_SYS_RESOURCE counts in the
+ * host's namespace only): on a host whose hard limit is 0 (limits.conf's "hard core 0", a
+ * common hardening) every run failed to start. So the supervisor raises the hard limit of
+ * the jail's init (cloned already, waiting for JOINED before it sets its limits) to 1 first,
+ * its soft limit as it was. Where it cannot (rootless, or no CAP_SYS_RESOURCE) the jail gets
+ * 0: a crash in it then starts a piped core_pattern's helper, as one of the same user's
+ * processes outside the jail could.
+ */
+static rlim_t jail_core_limit(pid_t jail)
+{
+        struct rlimit rl;
+        if (prlimit(jail, RLIMIT_CORE, NULL, &rl) < 0)
+                return 0;
+        if (rl.rlim_max >= 1)
+                return 1;
+        rl.rlim_max = 1;
+        return prlimit(jail, RLIMIT_CORE, &rl, NULL) == 0 ? 1 : 0;
 }
 
 static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
@@ -779,8 +801,10 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
                 add_rlimit(cfg, RLIMIT_NPROC, p->nproc);
         if (p->fsize)
                 add_rlimit(cfg, RLIMIT_FSIZE, p->fsize);
+        /* 1 byte, not 0: the kernel's mark for "no piped core dump" too (seccomp-filter.c,
+         * aj_seccomp_sets_core_limit, which keeps the agent from setting it). */
         if (!p->core)
-                add_rlimit(cfg, RLIMIT_CORE, 0);
+                add_rlimit(cfg, RLIMIT_CORE, jail_core_limit(run->h.pid));
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "seccomp-internal.h"
 #include "util/syscalls.h"
@@ -32,6 +33,11 @@ const char *aj_seccomp_denial_hint(const AjSeccompDenial *d)
         }
         if (d->nr == SCMP_SYS(clone) && d->args[0] & CLONE_NAMESPACE_FLAGS)
                 return "namespace flags";
+        if (d->nr == SCMP_SYS(socket) && ((uint32_t)d->args[0] == AF_INET || (uint32_t)d->args[0] == AF_INET6) &&
+            !aj_seccomp_socket_builtin(d->args[0], d->args[1], d->args[2]))
+                return "a protocol or type the kernel would load a module for";
+        if (aj_seccomp_sets_core_limit(d->nr, d->args))
+                return "the core dump limit (limits.core is false)";
         unsigned arg;
         uint64_t flag;
         if (aj_seccomp_hugetlb_flag(d->nr, &arg, &flag) && d->args[arg] & flag)

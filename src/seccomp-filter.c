@@ -7,11 +7,13 @@
  */
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 
@@ -221,6 +223,66 @@ static const uint32_t allowed_personas[] = { 0x0, 0x8, 0x20000, 0x20008, 0xfffff
  * n_gsm's local root bugs. */
 static const uint32_t denied_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCSETD };
 
+/*
+ * limits.core false: RLIMIT_CORE is 1 byte, below any core file (a page at least), and the
+ * kernel's mark for "no core dump helper": with a piped core_pattern (systemd-coredump,
+ * apport) RLIMIT_CORE is otherwise ignored, and each crash of a jailed process started the
+ * helper on the host, as root, outside the jail's cgroup, namespaces and limits, as many at
+ * once as the agent crashed (kernel.core_pipe_limit is 0 by default). The agent may not put
+ * the limit back to 0 (a lowering the kernel allows anyone), yet scripts do (`ulimit -c 0`,
+ * `ulimit -c unlimited`) and stop on an error: a new RLIMIT_CORE succeeds without effect
+ * (setrlimit, prlimit64 without an old limit to fill: SCMP_ACT_ERRNO(0)). prlimit64 asked for
+ * the old limit too (util-linux's prlimit) is refused: its success would leave the old one
+ * unfilled, garbage the caller would believe. Reading the limit is not touched.
+ */
+bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6])
+{
+        return nr == SCMP_SYS(prlimit64) && (uint32_t)args[1] == RLIMIT_CORE && args[2] != 0 && args[3] != 0;
+}
+
+static void plan_keep_core(SeccompPlan *plan)
+{
+        static const struct {
+                int nr;
+                SeccompRule rule;
+        } keep[] = { { SCMP_SYS(setrlimit), RULE_KEEP_CORE_A0 }, { SCMP_SYS(prlimit64), RULE_KEEP_CORE_A1 } };
+        for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+                if (keep[i].nr >= 0 && keep[i].nr < PLAN_NR_MAX && plan->rule[keep[i].nr] == RULE_ALLOW)
+                        plan->rule[keep[i].nr] = (uint8_t)keep[i].rule;
+}
+
+/* AF_INET and AF_INET6 sockets the kernel makes without a module (add_socket_rules). */
+typedef struct {
+        uint32_t family, type, protocol;
+        bool any_protocol; /* SOCK_RAW: a wildcard entry matches them all */
+} SocketBuiltin;
+#define SOCKET_TYPE_MASK 0xfu
+/* clang-format off */
+static const SocketBuiltin socket_builtin[] = {
+        { AF_INET,  SOCK_STREAM, 0, false },  { AF_INET,  SOCK_STREAM, IPPROTO_TCP, false },
+        { AF_INET,  SOCK_STREAM, IPPROTO_MPTCP, false },
+        { AF_INET,  SOCK_DGRAM,  0, false },  { AF_INET,  SOCK_DGRAM,  IPPROTO_UDP, false },
+        { AF_INET,  SOCK_DGRAM,  IPPROTO_UDPLITE, false }, { AF_INET, SOCK_DGRAM, IPPROTO_ICMP, false },
+        { AF_INET,  SOCK_RAW,    0, true },
+        { AF_INET6, SOCK_STREAM, 0, false },  { AF_INET6, SOCK_STREAM, IPPROTO_TCP, false },
+        { AF_INET6, SOCK_STREAM, IPPROTO_MPTCP, false },
+        { AF_INET6, SOCK_DGRAM,  0, false },  { AF_INET6, SOCK_DGRAM,  IPPROTO_UDP, false },
+        { AF_INET6, SOCK_DGRAM,  IPPROTO_UDPLITE, false }, { AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6, false },
+        { AF_INET6, SOCK_RAW,    0, true },
+};
+/* clang-format on */
+
+bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol)
+{
+        for (size_t i = 0; i < ARRAY_SIZE(socket_builtin); i++) {
+                const SocketBuiltin *b = &socket_builtin[i];
+                if ((uint32_t)family == b->family && (type & SOCKET_TYPE_MASK) == b->type &&
+                    (b->any_protocol || (uint32_t)protocol == b->protocol))
+                        return true;
+        }
+        return false;
+}
+
 /* Syscalls no profile can allow: they do on the agent's behalf what the filter's argument
  * rules exist to refuse, out of the filter's sight. */
 static bool never_allowed(int nr)
@@ -293,6 +355,9 @@ int aj_seccomp_plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *
         r = plan_apply_names(&plan, spec->deny, RULE_DENY, "deny", ret_error);
         if (r < 0)
                 return r;
+        /* Last: it protects the host, so a profile's allow does not lift it. */
+        if (spec->fixed_core)
+                plan_keep_core(&plan);
 
         *ret = plan;
         return 0;
@@ -333,6 +398,55 @@ static int add_allow_lo32_in(scmp_filter_ctx ctx, int nr, unsigned arg, const ui
         return 0;
 }
 
+/*
+ * socket(): AF_UNIX (AF_NETLINK with allow_netlink), and AF_INET/AF_INET6 with the types and
+ * protocols the kernel has built in (aj_seccomp_socket_builtin). For any other (SCTP, L2TP,
+ * SMC, a number nothing registered; SOCK_SEQPACKET) inet_create() asks for a module before
+ * it checks anything of the caller: request_module() starts modprobe on the host, as root,
+ * outside the jail's cgroup, namespaces and limits, once per call while no module answers
+ * (a loop of such calls kept the host forking modprobe), and loads what it finds: kernel code
+ * the host's owner never chose. SOCK_RAW matches every protocol without a module, and then
+ * needs CAP_NET_RAW, which the jail lacks.
+ */
+static int add_socket_rules(scmp_filter_ctx ctx, int nr, bool allow_netlink)
+{
+        uint32_t plain[] = { AF_UNIX, AF_NETLINK };
+        int r = add_allow_lo32_in(ctx, nr, 0, plain, allow_netlink ? 2 : 1);
+        for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(socket_builtin); i++) {
+                const SocketBuiltin *b = &socket_builtin[i];
+                if (b->any_protocol)
+                        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 2,
+                                                   SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->family),
+                                                   SCMP_A1_64(SCMP_CMP_MASKED_EQ, SOCKET_TYPE_MASK, b->type));
+                else
+                        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 3,
+                                                   SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->family),
+                                                   SCMP_A1_64(SCMP_CMP_MASKED_EQ, SOCKET_TYPE_MASK, b->type),
+                                                   SCMP_A2_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->protocol));
+        }
+        return r;
+}
+
+/* setrlimit (the resource in argument 0) and prlimit64 (in 1, the new limit in 2, the old in 3)
+ * with limits.core false (aj_seccomp_sets_core_limit): any other resource, and a read, as
+ * allowed; a new RLIMIT_CORE succeeds without effect, but for a prlimit64 that also asks for
+ * the old limit, which the deny action answers. */
+static int add_keep_core_rules(scmp_filter_ctx ctx, int nr, unsigned arg)
+{
+        uint32_t core = RLIMIT_CORE;
+        int r = add_allow_lo32_except(ctx, nr, arg, &core, 1, 0, 0);
+        if (r < 0)
+                return r;
+        struct scmp_arg_cmp is_core = SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, UINT32_MAX, RLIMIT_CORE);
+        if (arg == 0)
+                return seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(0), nr, 1, is_core);
+        /* A read; and a set with no old limit to fill (both: a call that does nothing). */
+        r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 2, is_core, SCMP_A2_64(SCMP_CMP_EQ, 0));
+        if (r < 0)
+                return r;
+        return seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(0), nr, 2, is_core, SCMP_A3_64(SCMP_CMP_EQ, 0));
+}
+
 static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
 {
         switch ((SeccompRule)plan->rule[nr]) {
@@ -345,11 +459,8 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
         case RULE_CLONE:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
                                               SCMP_A0_64(SCMP_CMP_MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0));
-        case RULE_SOCKET_FAMILY: {
-                uint32_t families[] = { AF_UNIX, AF_INET, AF_INET6, AF_NETLINK };
-                size_t n = plan->allow_netlink ? 4 : 3;
-                return add_allow_lo32_in(ctx, nr, 0, families, n);
-        }
+        case RULE_SOCKET_FAMILY:
+                return add_socket_rules(ctx, nr, plan->allow_netlink);
         case RULE_SOCKETPAIR: {
                 uint32_t family = AF_UNIX;
                 return add_allow_lo32_in(ctx, nr, 0, &family, 1);
@@ -365,6 +476,9 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                         return -EINVAL;
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, flag, 0));
         }
+        case RULE_KEEP_CORE_A0:
+        case RULE_KEEP_CORE_A1:
+                return add_keep_core_rules(ctx, nr, plan->rule[nr] == RULE_KEEP_CORE_A0 ? 0 : 1);
         case RULE_MODE_A1:
         case RULE_MODE_A2:
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,

@@ -21,6 +21,7 @@ typedef struct {
         char *const *allow; /* syscall names allowed back (NULL-terminated, may be NULL) */
         bool notify;        /* denials go to the supervisor (SCMP_ACT_NOTIFY) instead of a bare EPERM */
         bool allow_netlink; /* socket(AF_NETLINK, ...) permitted */
+        bool fixed_core;    /* RLIMIT_CORE stays as the jail's init set it (a set: 0, no effect) */
 } AjSeccompSpec;
 
 typedef struct {

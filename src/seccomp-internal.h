@@ -25,7 +25,7 @@ typedef enum {
         RULE_ALLOW,
         RULE_ENOSYS,        /* clone3: glibc falls back to clone(), whose flags we can inspect */
         RULE_CLONE,         /* allowed without namespace flags */
-        RULE_SOCKET_FAMILY, /* allowed for AF_UNIX, AF_INET, AF_INET6 (+ AF_NETLINK) */
+        RULE_SOCKET_FAMILY, /* AF_UNIX (+ AF_NETLINK), AF_INET/AF_INET6 built in (aj_seccomp_socket_builtin) */
         RULE_SOCKETPAIR,    /* allowed for AF_UNIX, the only family that implements it widely */
         RULE_PERSONALITY,   /* allowed for the harmless personas only */
         RULE_IOCTL,         /* allowed except terminal input injection */
@@ -34,6 +34,8 @@ typedef enum {
         RULE_OPEN_A1,       /* allowed unless flags (argument 1) create and the mode (2) has them */
         RULE_OPEN_A2,       /* the same, flags in argument 2 and mode in 3 (openat) */
         RULE_NO_HUGETLB,    /* allowed unless the flags ask for huge pages (aj_seccomp_hugetlb_flag) */
+        RULE_KEEP_CORE_A0,  /* setrlimit: a new RLIMIT_CORE (argument 0) succeeds without effect */
+        RULE_KEEP_CORE_A1,  /* prlimit64: the same (argument 1, new limit 2); refused with an old one (3) */
 } SeccompRule;
 
 typedef struct {
@@ -54,6 +56,11 @@ typedef struct {
                     CLONE_NEWCGROUP))
 
 /* ---- seccomp-filter.c ---- */
+
+/* An AF_INET/AF_INET6 socket the kernel makes without loading a module. Pure. */
+bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol);
+/* A prlimit64 of a new RLIMIT_CORE that RULE_KEEP_CORE_A1 refuses (it asks for the old one too). Pure. */
+bool aj_seccomp_sets_core_limit(int nr, const uint64_t args[6]);
 
 /* The rule of a syscall that sets a file mode (RULE_MODE_*, RULE_OPEN_*, RULE_ENOSYS), else RULE_DENY. */
 SeccompRule aj_seccomp_mode_rule(int nr);

@@ -335,6 +335,15 @@ wait_gone_pids() {
         echo $procs
 }
 
+# Succeeds once process $1 (not a child of ours) is gone, within $2 seconds.
+wait_pid_gone() {
+        local deadline=$((SECONDS + $2))
+        while [[ -d /proc/$1 ]] && ((SECONDS < deadline)); do
+                sleep 0.1
+        done
+        [[ ! -d /proc/$1 ]]
+}
+
 kill_bg() {
         local p
         for p in "${BG_PIDS[@]}"; do

@@ -94,6 +94,46 @@ fi
 let_go
 BG_PIDS=()
 
+# --- an operator's freeze that cannot complete: a jail process that does not reach the freezer
+# (held here, as one in uninterruptible sleep would be: a sync(2) on a loaded disk). The freeze
+# fails after its bound, and it used to stay asked for: the rest of the jail froze at once, the
+# held process when it got there, while the supervisor said the freeze failed, called the run
+# running (its wall clock counting) and took a thaw for done without thawing anything. A freeze
+# that fails is undone: the run runs on as it was.
+rm -f "$WORKSPACE/tick"
+start_jail_bg -- /bin/sh -c './probe sleep 300 & while :; do date +%s%N >tick; ./probe sleep 0.05; done'
+stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
+if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && wait_for_output "$WORKSPACE/tick" . 5 && hold "$stuck"; then
+        id=${rdir##*/}
+        aj freeze "$id"
+        isnt "$RC" 0 "a freeze a held process keeps from completing fails" || op_diag
+        like "$ERR" "freeze failed" "... and says so" || op_diag
+        v2=$(ls -d /sys/fs/cgroup/unified/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | head -1)
+        is "$(cat "$v2/cgroup.freeze" 2>/dev/null)" 0 "the failed freeze is undone: the run's cgroup.freeze is 0"
+        t1=$(cat "$WORKSPACE/tick")
+        sleep 0.5
+        isnt "$(cat "$WORKSPACE/tick")" "$t1" "the rest of the jail runs on: it was not frozen behind the operator's back"
+        aj inspect "$id" --json
+        is "$(jq -r .state <<<"$OUT")" running "inspect: running" || op_diag
+        let_go
+        sleep 0.5
+        is "$(grep -h '^frozen' "$v2/cgroup.events" 2>/dev/null)" "frozen 0" \
+                "once the held process gets to run, the run is still not frozen"
+        t1=$(cat "$WORKSPACE/tick")
+        sleep 0.5
+        isnt "$(cat "$WORKSPACE/tick")" "$t1" "... and goes on"
+        aj freeze "$id"
+        is "$RC" 0 "a freeze then succeeds" || op_diag
+        aj kill "$id"
+        wait_exit "$BG_PID" 15
+        isnt "$WAIT_RC" 124 "the run ends on a kill"
+else
+        fail "the jail for the stuck-freeze test started, its process held" "$(cat "$TEST_TMP/bg.err")"
+fi
+let_go
+BG_PIDS=()
+rm -f "$WORKSPACE/tick"
+
 # --- the supervisor's own removal hits its bound: a process in the run's cgroup that is not
 # the jail's (moved there by root on the host; nothing of the jail outlives its init) cannot
 # die yet. The supervisor exits after its bound, saying so, and hands the rest to its
@@ -373,11 +413,7 @@ if p=$(find_jailed_argv "$EVAL_PID" "sleep 4322" 10) && ev=$(pgrep -P "$EVAL_PID
                 "the case is an error: its changes were not applied while the watchdog lives" || diag "$out"
         is "$(jq -r .workspace.changes "$rdir/run.json" 2>&1)" discarded "... its run's changes are discarded"
         let_go
-        for _ in $(seq 100); do
-                [[ -d /proc/$wd ]] || break
-                sleep 0.1
-        done
-        ok "... and the watchdog, let go, finishes" test ! -d "/proc/$wd"
+        ok "... and the watchdog, let go, finishes" wait_pid_gone "$wd" 10
 else
         fail "the overlay eval case started, its watchdog held" "$(cat "$TEST_TMP/eval.err")"
 fi

@@ -241,6 +241,54 @@ is "$(pval ptrace)/$(pval getpid)" EPERM/OK "a run with an untrusted cache dir i
 is "$(ls "$CACHE")" "" "and writes nothing to that cache"
 chmod 0700 "$CACHE"
 
+# --- limits.core false (the default): RLIMIT_CORE is 1 byte, below any core file and the
+# kernel's mark for "no piped dump": with a piped core_pattern (systemd-coredump, apport) the
+# kernel ignores the limit but for that value, and each crash in the jail started the host's
+# helper as root, outside the jail's cgroup (tests/vm/test-host-helpers.sh shows it, where the
+# pattern may be set). The agent cannot change it, yet a script's `ulimit -c 0` or `ulimit -c
+# unlimited` succeeds (without effect) as scripts expect; a read works; a prlimit that asks for
+# the old limit with its new one is refused (it would be left unfilled). With limits.core true
+# it is the agent's own.
+# Where this shell's hard limit is 0 and cannot be raised (no CAP_SYS_RESOURCE in the host's
+# namespace) the jail's cannot be 1 either (src/jail-plan.c, jail_core_limit): it is 0 then.
+if (ulimit -H -c 1) 2>/dev/null; then want=1/1; else want=0/0; fi
+run_jail -- /bin/bash -c 'core() { awk -v OFS=/ "/^Max core file size/ { print \$5, \$6 }" /proc/self/limits; }
+        echo "core=$(core)"
+        ulimit -c 0; echo "zero=$?:$(core)"
+        ulimit -c unlimited; echo "unlimited=$?:$(core)"
+        echo "read=$(prlimit --core --output SOFT,HARD --noheadings | awk -v OFS=/ "{ print \$1, \$2 }")"
+        python3 -c "import resource; resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))" 2>/dev/null; echo "swap=$?"'
+is "$(pval core)" "$want" "the jail's RLIMIT_CORE is 1 byte, soft and hard (this host: $want)" || jail_diag
+is "$(pval zero)" "0:$want" "ulimit -c 0 succeeds and leaves it" || jail_diag
+is "$(pval unlimited)" "0:$want" "ulimit -c unlimited succeeds and leaves it" || jail_diag
+is "$(pval read)" "$want" "prlimit reads it" || jail_diag
+isnt "$(pval swap)" 0 "a prlimit64 that would set it and fill in the old one is refused (Python's resource.prlimit)"
+ev=$(events_of seccomp.denied "$JAIL_RUN_DIR" | jq -c 'select(.syscall == "prlimit64")' | head -1)
+is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "the core dump limit (limits.core is false)" \
+        "the refused change is recorded with its reason" || diag "$(cat "$JAIL_RUN_DIR/events.jsonl")"
+run_jail -- /bin/bash -c 'ulimit -c 0; echo ok'
+is "$JAIL_RC/$JAIL_OUT" "0/ok" "bash -c 'ulimit -c 0; echo ok' succeeds in a jail" || jail_diag
+CORE=$(write_profile core '{"extends": "default", "limits": {"core": true}}')
+run_jail -p "$CORE" -- /bin/sh -c 'ulimit -c 0; echo "core=$?:$(ulimit -c)"'
+is "$(pval core)" "0:0" "limits.core true: the limit is the agent's to set" || jail_diag
+
+# --- no socket of the jail has the host load a module: a protocol or type the kernel has not
+# built in had inet_create() start modprobe on the host, as root, outside the jail's cgroup,
+# on every call (tests/vm/test-host-helpers.sh counts them, where kernel.modprobe may be set).
+# Protocol 200 has no module anywhere: nothing is loaded here even without the filter.
+run_jail -- python3 -c 'import socket
+for name, t, p in (("unknown", socket.SOCK_STREAM, 200), ("tcp", socket.SOCK_STREAM, 0), ("udp", socket.SOCK_DGRAM, 17)):
+    try:
+        socket.socket(socket.AF_INET, t, p).close()
+        print(name + "=OK")
+    except OSError as e:
+        print("%s=%d" % (name, e.errno))'
+is "$(pval unknown)/$(pval tcp)/$(pval udp)" "1/OK/OK" \
+        "a socket of a protocol the kernel has not built in is refused (EPERM); TCP and UDP are not" || jail_diag
+ev=$(events_of seccomp.denied "$JAIL_RUN_DIR" | jq -c 'select(.syscall == "socket")' | head -1)
+is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "a protocol or type the kernel would load a module for" \
+        "the refusal is recorded with its reason"
+
 # --- the filter applies to every process of the jail, including a shell's children
 run_jail -- /bin/sh -c './probe syscall ptrace keyctl'
 is "$(pval ptrace)" EPERM "a grandchild process is filtered too (ptrace)"

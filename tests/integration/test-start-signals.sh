@@ -54,20 +54,52 @@ is "$bad" "" "SIGTERM in the first 5 ms ends each of $ROUNDS runs by SIGTERM (14
         diag "$(tail -c 1500 "$TEST_TMP/signals.err")"
 cmp_num "$slowest" -lt 5000 "and promptly (the slowest in ${slowest} ms; the command sleeps 10 s)"
 
-collect_run_ids
-procs=$(wait_gone_pids 5)
-is "$procs" "" "no process of the runs is left"
-deadline=$((SECONDS + 5))
-while cgroups=$(stray_cgroups) && [[ -n $cgroups ]] && ((SECONDS < deadline)); do
-        sleep 0.1
-done
-is "$cgroups" "" "no cgroup of the runs is left"
-rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root ! -name seccomp-cache.key)
-is "$rt" "" "no runtime dir is left"
+# runs_left_nothing SECONDS WHAT: no process (waited for up to SECONDS), cgroup or runtime dir
+# of this file's runs is left.
+runs_left_nothing() {
+        local procs cgroups rt deadline
+        collect_run_ids
+        procs=$(wait_gone_pids "$1")
+        is "$procs" "" "no process of the $2 is left"
+        deadline=$((SECONDS + 5))
+        while cgroups=$(stray_cgroups) && [[ -n $cgroups ]] && ((SECONDS < deadline)); do
+                sleep 0.1
+        done
+        is "$cgroups" "" "no cgroup of the $2 is left"
+        rt=$(find "$AGENTJAIL_RUNTIME_DIR" -mindepth 1 -maxdepth 1 ! -name .root ! -name seccomp-cache.key)
+        is "$rt" "" "no runtime dir of the $2 is left"
+}
+
+runs_left_nothing 5 runs
 aj ps --all --json
 is "$RC" 0 "ps --all" || op_diag
 is "$(jq -r '[.runs[].state] | unique | join(",")' <<<"$OUT")" exited \
         "every run directory made is recorded as ended ($(jq '.runs | length' <<<"$OUT") of $ROUNDS runs made one)"
+
+# --- SIGKILL at 0 to 40 ms (the whole start-up: run dir, watchdog, cgroup, clone, plans, mount
+# trees, JOINED): the supervisor cannot clean up, its watchdog must. Nothing of any run is left
+# once the watchdogs are done, and every run directory made is closed as lost.
+RUN_IDS=()
+bad=
+for ((i = 0; i < ROUNDS; i++)); do
+        us=$((i < 4 ? i * 250 : RANDOM % 40000))
+        start_and_signal KILL "$us" ./probe sleep 10
+        ((WAIT_RC == 137)) || bad+="${us}us:rc=$WAIT_RC "
+done
+is "$bad" "" "SIGKILL in the first 40 ms ends each of $ROUNDS runs at once (137)"
+runs_left_nothing 15 "killed runs (jail, watchdog)"
+is "$(find "$AGENTJAIL_RUNTIME_DIR/.root" -mindepth 1 -printf '%f ' 2>/dev/null)" "" \
+        "the jails' mount point is empty on the host"
+is "$(grep -c "$AGENTJAIL_RUNTIME_DIR\|$AGENTJAIL_STATE_DIR" /proc/self/mountinfo)" 0 \
+        "no mount of a killed run is on the host"
+is "$(find "$AGENTJAIL_STATE_DIR/cache" -name '*.tmp.*' -printf '%P ' 2>/dev/null)" "" \
+        "no half-written cache entry of a killed supervisor is left"
+aj ps --all --json
+is "$RC" 0 "ps --all" || op_diag
+is "$(jq -r '[.runs[] | select(.state != "exited" and .state != "lost") | "\(.id)=\(.state)"] | join(" ")' \
+        <<<"$OUT")" "" "every killed run's directory is closed (lost), none left running or unknown" || op_diag
+aj prune --keep 0
+is "$RC" 0 "prune reaps the killed runs" || op_diag
 
 # --- started with SIGINT and SIGHUP ignored (`trap ''`: this shell and what it starts
 # ignore them from the fork on), at 0 to 5 ms and once the command runs: the run goes on

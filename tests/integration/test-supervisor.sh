@@ -492,6 +492,84 @@ else
 fi
 kill_bg
 
+# --- an agent trying to outlive its run: a setsid daemon ignoring SIGTERM and SIGHUP with its
+# cwd at / (out of the workspace) and no fd of the run's, a SIGSTOPped child, fds of its own
+# (its mount and network namespaces, a pipe, a tmpfs file, the broker connection itself)
+# sent to the broker with SCM_RIGHTS and left unread behind an unfinished line, and a fork
+# storm while `agentjail kill` comes. Each process carries a marker in its arguments, which
+# the host's /proc shows whatever the agent did with its cwd and fds.
+MARK=ajescape$$
+cat >"$WORKSPACE/escape.py" <<'PY'
+import array, os, signal, socket, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(s, signal.SIG_IGN)
+        os.chdir("/")
+        os.closerange(0, 1024)
+        while True:
+            time.sleep(1)
+    os._exit(0)
+if os.fork() == 0:
+    os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(3600)
+    os._exit(0)
+b = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+b.connect(os.environ["AGENTJAIL_BROKER"])
+r, w = os.pipe()
+with open("/tmp/held", "w") as f:
+    f.write("x" * 4096)
+fds = [os.open("/proc/self/ns/mnt", os.O_RDONLY), os.open("/proc/self/ns/net", os.O_RDONLY), r, w,
+       os.open("/tmp/held", os.O_RDONLY), b.fileno(), 1, 2]
+b.sendmsg([b'{"op":'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+print("ready", flush=True)
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(0.02)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.001)
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+PY
+# marked: the agent's processes (python3), not agentjail's, whose arguments have the marker too.
+marked() {
+        local p
+        for p in $(pgrep -f "$MARK"); do
+                [[ "$(cat "/proc/$p/comm" 2>/dev/null)" == python3* ]] && printf '%s ' "$p"
+        done
+        return 0
+}
+start_jail_bg -- python3 ./escape.py "$MARK"
+if wait_for_output "$TEST_TMP/bg.out" '^ready$' 10 && rdir=$(wait_run_dir 5); then
+        id=${rdir##*/}
+        sleep 0.3
+        cmp_num "$(wc -w <<<"$(marked)")" -ge 3 "the agent's processes run (daemon, stopped child, storm)"
+        aj kill "$id"
+        is "$RC" 0 "agentjail kill during the fork storm" || op_diag
+        wait_exit "$BG_PID" 15
+        is "$WAIT_RC" 123 "the run ends at once, killed by the operator (123)"
+        left=
+        for _ in $(seq 50); do
+                left=$(marked)
+                [[ -z $left ]] && break
+                sleep 0.1
+        done
+        is "$left" "" "no process of the agent outlives the run (daemon, stopped child, forks)"
+        wait_run_gone "$id" ""
+        is "$left" "" "no cgroup dir or runtime dir of the run is left"
+        wd=$(jq -r .watchdog_pid "$rdir/run.json")
+        ok "its watchdog, holding the jail's mount namespace, has exited" wait_pid_gone "$wd" 5
+else
+        fail "the jail for the outliving agent started" "$(cat "$TEST_TMP/bg.out" "$TEST_TMP/bg.err")"
+fi
+kill_bg
+
 # Later runs work normally after a supervisor crash.
 run_jail -- ./probe exit 7
 is "$JAIL_RC" 7 "a new run works after a supervisor was killed" || jail_diag

@@ -5,15 +5,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/userfaultfd.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -678,9 +682,9 @@ static pid_t proc_state(pid_t pid, char *ret_state)
         return 0;
 }
 
-Test(cgroup_live, freeze_thaw)
+/* A task of the run counting in `counter` (shared with us), once it has started counting. */
+static pid_t start_spinner(void)
 {
-        live_create("freeze", NULL);
         counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         cr_assert_neq((void *)counter, MAP_FAILED);
         int go;
@@ -688,6 +692,13 @@ Test(cgroup_live, freeze_thaw)
         attach_and_go(pid, go);
         while (*counter == 0)
                 sleep_ms(1);
+        return pid;
+}
+
+Test(cgroup_live, freeze_thaw)
+{
+        live_create("freeze", NULL);
+        pid_t pid = start_spinner();
 
         pid_t *pids = NULL;
         size_t n = 0;
@@ -729,6 +740,94 @@ Test(cgroup_live, freeze_thaw)
         sleep_ms(100);
         cr_assert_gt(*counter, c1, "counter did not advance after thaw");
         cr_assert_gt(st.cpu_usage_usec, 0);
+        munmap((void *)counter, 4096);
+}
+
+/* A task of the run that does not reach the freezer, as one in uninterruptible sleep (a sync(2)
+ * on a loaded disk, a hung NFS read) does not for as long as it lasts: a thread whose read(2)
+ * into a page its process has not filled waits in the kernel for a userfaultfd to serve the
+ * fault. A fault taken in the kernel gives up only for a fatal signal, so neither freezer (v1
+ * or v2) gets the thread to its trap. The process's main thread serves the userfaultfd: it
+ * says the fault waits (HELD), counts in COUNT, and lets the fault go (closing the userfaultfd)
+ * once LET_GO is set. Shared with the test through `counter`. */
+enum { COUNT, HELD, LET_GO };
+
+static void *read_into(void *page)
+{
+        int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        (void)!read(fd, page, 4096);
+        return NULL;
+}
+
+static void spin_with_a_held_thread(void *arg)
+{
+        int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+        struct uffdio_api api = { .api = UFFD_API };
+        if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) < 0)
+                _exit(10);
+        void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        struct uffdio_register reg = { .range = { (uintptr_t)page, 4096 }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+        if (page == MAP_FAILED || ioctl(uffd, UFFDIO_REGISTER, &reg) < 0)
+                _exit(11);
+        pthread_t t;
+        struct uffd_msg msg;
+        if (pthread_create(&t, NULL, read_into, page) != 0 || read(uffd, &msg, sizeof(msg)) != sizeof(msg))
+                _exit(12);
+        counter[HELD] = 1;
+        while (!counter[LET_GO])
+                counter[COUNT]++;
+        close(uffd); /* the fault is served as an ordinary one */
+        spin(arg);
+}
+
+/* A freeze that does not complete in its time (a task that does not reach the freezer) fails,
+ * and leaves the run as it was. Before, cgroup.freeze stayed 1: the kernel froze the run behind
+ * the caller's back once the task got there. The supervisor had said the freeze failed and went
+ * on calling the run running (its wall clock counting, a thaw doing nothing, as the run was not
+ * frozen for it) while it was frozen for good; the v1 freezer's kill, which thaws what it froze
+ * only when its freeze succeeded, left FREEZING behind it, where a SIGKILLed task does not die.
+ * Whichever freezer the host gives the run (v2's on a pure v2 or hybrid host, else v1's). */
+Test(cgroup_live, a_freeze_that_does_not_complete_is_undone)
+{
+        live_create("stuck", NULL);
+        counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        cr_assert_neq((void *)counter, MAP_FAILED);
+        int go;
+        pid_t pid = spawn_waiting(spin_with_a_held_thread, NULL, &go);
+        attach_and_go(pid, go);
+        for (int i = 0; i < 5000 && !(counter[HELD] && counter[COUNT]); i++)
+                sleep_ms(1);
+        int status;
+        cr_assert(counter[HELD] && counter[COUNT], "the task's thread is held in its fault (child: %s)",
+                  waitpid(pid, &status, WNOHANG) == pid ? "exited" : "running");
+
+        cr_assert_lt(aj_cgroup_freeze(live_cg), 0, "a freeze the held thread keeps from completing fails");
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_expect_not(st.frozen, "a freeze that failed says frozen");
+        const char *v2 = v2_run_path();
+        char b[64] = "";
+        if (v2) {
+                cr_assert(read_path_file(v2, "cgroup.freeze", b, sizeof(b)));
+                cr_expect_str_eq(b, "0", "the failed freeze is undone: cgroup.freeze is 0 again");
+        }
+        for (char *const *p = aj_cgroup_paths(live_cg); *p; p++)
+                if (read_path_file(*p, "freezer.state", b, sizeof(b)))
+                        cr_expect_str_eq(b, "THAWED", "the failed freeze is undone: %s/freezer.state", *p);
+        uint64_t c1 = counter[COUNT];
+        sleep_ms(200);
+        cr_expect_gt(counter[COUNT], c1, "the rest of the run goes on: it was not frozen behind the caller's back");
+
+        /* The thread let go: the run is still not frozen once it could be, and a freeze now works. */
+        counter[LET_GO] = 1;
+        sleep_ms(200);
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_expect_not(st.frozen, "the run froze once the held thread got to the freezer");
+        c1 = counter[COUNT];
+        sleep_ms(200);
+        cr_expect_gt(counter[COUNT], c1, "the run goes on once the thread is let go");
+        cr_expect_eq(aj_cgroup_freeze(live_cg), 0, "a freeze then succeeds");
+        cr_expect_eq(aj_cgroup_thaw(live_cg), 0);
         munmap((void *)counter, 4096);
 }
 

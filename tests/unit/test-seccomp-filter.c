@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -672,6 +673,151 @@ Test(seccomp_live, allow_netlink)
         expect_probes(&(AjSeccompSpec){ .allow_netlink = true }, probes, ARRAY_SIZE(probes));
 }
 
+/* ---- sockets: no module loaded for the jail ---- */
+
+/* Each run only under the filter: without it, the kernel would ask modprobe for the module
+ * (and load SCTP, L2TP... on the test host where it exists). */
+static long s_inet_sctp_seqpacket(void) { return raw_socket(AF_INET, SOCK_SEQPACKET | SOCK_CLOEXEC); }
+static long sock3(unsigned long family, unsigned long type, unsigned long protocol)
+{
+        return close_if_fd(syscall(SYS_socket, family, type, protocol));
+}
+static long s_inet_stream_sctp(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_SCTP); }
+static long s_inet6_dgram_l2tp(void) { return sock3(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 115 /* IPPROTO_L2TP */); }
+static long s_inet_stream_unknown(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 200); }
+static long s_inet_stream_tcp_high(void)
+{
+        return sock3(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP | 1UL << 32);
+}
+static long s_inet_stream(void) { return sock3(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); }
+static long s_inet_dgram_udp(void) { return sock3(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, IPPROTO_UDP); }
+static long s_inet_sctp_high_type(void) { return sock3(AF_INET, SOCK_STREAM | 1UL << 40, IPPROTO_SCTP); }
+
+/* A protocol or type the kernel has not built in had inet_create() start modprobe on the host
+ * (as root, outside the jail's cgroup and namespaces) before any check of the caller: once per
+ * call while no module answers, and whatever module it found was loaded. */
+Test(seccomp_live, no_socket_has_the_host_load_a_module)
+{
+        static const Probe probes[] = {
+                { "socket(AF_INET, SOCK_SEQPACKET)", s_inet_sctp_seqpacket, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)", s_inet_stream_sctp, EPERM, false },
+                { "socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)", s_inet6_dgram_l2tp, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, 200)", s_inet_stream_unknown, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM | 1 << 40, IPPROTO_SCTP)", s_inet_sctp_high_type, EPERM, false },
+                { "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP | 1 << 32)", s_inet_stream_tcp_high, 0, false },
+                { "socket(AF_INET, SOCK_STREAM, 0)", s_inet_stream, 0, false },
+                { "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP)", s_inet_dgram_udp, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){}, probes, ARRAY_SIZE(probes));
+        AjSeccompDenial d = { .nr = SYS_socket, .arch = AUDIT_ARCH_X86_64, .args = { AF_INET, SOCK_STREAM, 132 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)",
+                         "a protocol or type the kernel would load a module for");
+        d.args[0] = AF_PACKET;
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+}
+
+/* ---- limits.core false: RLIMIT_CORE kept at the jail's 1 byte ---- */
+
+/* The probes run with RLIMIT_CORE 1 byte, soft and hard, as the jail's processes do; 0 where
+ * the test's hard limit is 0 and it cannot raise it (no CAP_SYS_RESOURCE), as the jail's is
+ * then (src/jail-plan.c, jail_core_limit). */
+static struct rlimit jail_core = { 1, 1 };
+static const struct rlimit core_zero = { 0, 0 }, core_unlimited = { RLIM_INFINITY, RLIM_INFINITY };
+
+/* `r`, unless the limit moved from the jail's: then ENOTRECOVERABLE. */
+static long core_kept(long r)
+{
+        struct rlimit now;
+        if (r < 0 || getrlimit(RLIMIT_CORE, &now) < 0)
+                return -1;
+        if (now.rlim_cur != jail_core.rlim_cur || now.rlim_max != jail_core.rlim_max) {
+                errno = ENOTRECOVERABLE;
+                return -1;
+        }
+        return r;
+}
+static long c_setrlimit_core_zero(void) { return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE, &core_zero)); }
+static long c_setrlimit_core_unlimited(void) { return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE, &core_unlimited)); }
+static long c_setrlimit_core_high(void)
+{
+        return core_kept(syscall(SYS_setrlimit, RLIMIT_CORE | 1UL << 32, &core_zero));
+}
+static long c_prlimit_core_set(void) { return core_kept(syscall(SYS_prlimit64, 0, RLIMIT_CORE, &core_zero, NULL)); }
+static long c_prlimit_core_swap(void)
+{
+        struct rlimit old;
+        return core_kept(syscall(SYS_prlimit64, 0, RLIMIT_CORE, &core_zero, &old));
+}
+static long c_prlimit_core_read(void)
+{
+        struct rlimit old = { 7, 7 };
+        long r = syscall(SYS_prlimit64, 0, RLIMIT_CORE, NULL, &old);
+        if (r == 0 && old.rlim_cur != jail_core.rlim_cur) {
+                errno = ENODATA; /* the old limit was not filled */
+                return -1;
+        }
+        return r;
+}
+static long c_getrlimit_core(void)
+{
+        struct rlimit old;
+        return getrlimit(RLIMIT_CORE, &old);
+}
+static long c_setrlimit_nofile(void)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return -1;
+        return syscall(SYS_setrlimit, RLIMIT_NOFILE, &rl);
+}
+/* limits.core true: the change is made. */
+static long c_setrlimit_core_zero_made(void)
+{
+        struct rlimit now;
+        if (syscall(SYS_setrlimit, RLIMIT_CORE, &core_zero) < 0 || getrlimit(RLIMIT_CORE, &now) < 0)
+                return -1;
+        if (now.rlim_cur != 0) {
+                errno = ENOTRECOVERABLE;
+                return -1;
+        }
+        return 0;
+}
+
+/* With a piped core_pattern (systemd-coredump, apport) the kernel ignores RLIMIT_CORE but for
+ * its value 1: a jailed process that crashed started the host's helper, as root, outside the
+ * jail's cgroup and namespaces, once per crash; the jail sets 1 and the agent must not lower
+ * it to 0 (which the kernel allows anyone). Scripts setting it (`ulimit -c 0`, `ulimit -c
+ * unlimited`) must not stop on an error: the set succeeds and changes nothing
+ * (ENOTRECOVERABLE: it changed). A prlimit64 that asks for the old limit too is refused: it
+ * would be left unfilled. */
+Test(seccomp_live, the_core_limit_stays_as_the_jail_set_it)
+{
+        jail_core = (struct rlimit){ 1, 1 };
+        if (setrlimit(RLIMIT_CORE, &jail_core) < 0)
+                jail_core = (struct rlimit){ 0, 0 };
+        cr_assert_eq(setrlimit(RLIMIT_CORE, &jail_core), 0, "%s", strerror(errno));
+        static const Probe kept[] = {
+                { "setrlimit(RLIMIT_CORE, 0)", c_setrlimit_core_zero, 0, false },
+                { "setrlimit(RLIMIT_CORE, unlimited)", c_setrlimit_core_unlimited, 0, false },
+                { "setrlimit(RLIMIT_CORE | 1 << 32, 0)", c_setrlimit_core_high, 0, false },
+                { "prlimit64(RLIMIT_CORE, new, NULL)", c_prlimit_core_set, 0, false },
+                { "prlimit64(RLIMIT_CORE, new, old)", c_prlimit_core_swap, EPERM, false },
+                { "prlimit64(RLIMIT_CORE, NULL, old)", c_prlimit_core_read, 0, false },
+                { "getrlimit(RLIMIT_CORE)", c_getrlimit_core, 0, false },
+                { "setrlimit(RLIMIT_NOFILE)", c_setrlimit_nofile, 0, false },
+                { "prlimit64(self)", a_prlimit_self, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){ .fixed_core = true }, kept, ARRAY_SIZE(kept));
+        /* A profile's allow does not lift it: it protects the host. */
+        char *allow[] = { "setrlimit", "prlimit64", NULL };
+        expect_probes(&(AjSeccompSpec){ .fixed_core = true, .allow = allow }, kept, 6);
+        /* limits.core true: the agent's to set. */
+        static const Probe free_core[] = {
+                { "setrlimit(RLIMIT_CORE, 0)", c_setrlimit_core_zero_made, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){}, free_core, ARRAY_SIZE(free_core));
+}
+
 /* ---- RestrictSUIDSGID ---- */
 
 /* A directory (root's, as the idmapped workspace maps the agent to the owner) with one file;
@@ -849,6 +995,12 @@ Test(seccomp_suid, notify_reports_the_denial_with_a_hint, .init = suid_setup, .f
         d = (AjSeccompDenial){ .nr = SYS_shmget, .arch = AUDIT_ARCH_X86_64, .args = { 0, 4096, SHM_HUGETLB } };
         cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "huge pages (the host's pool)");
         d = (AjSeccompDenial){ .nr = SYS_unshare, .arch = AUDIT_ARCH_X86_64, .args = { CLONE_NEWUSER } };
+        cr_expect_null(aj_seccomp_denial_hint(&d));
+        d = (AjSeccompDenial){ .nr = SYS_prlimit64,
+                               .arch = AUDIT_ARCH_X86_64,
+                               .args = { 0, RLIMIT_CORE, 0x1000, 0x2000 } };
+        cr_expect_str_eq(aj_seccomp_denial_hint(&d) ?: "(null)", "the core dump limit (limits.core is false)");
+        d = (AjSeccompDenial){ .nr = SYS_setrlimit, .arch = AUDIT_ARCH_X86_64, .args = { RLIMIT_NOFILE, 0x1000 } };
         cr_expect_null(aj_seccomp_denial_hint(&d));
 }
 

@@ -1,0 +1,96 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Runs in the test VM only (it sets kernel.core_pattern and kernel.modprobe, which are the
+# whole host's): the kernel starts programs on the host, as root, outside the calling
+# process's cgroup and namespaces, for what a process does. Nothing a jail does may start one.
+#  - A crash, with a piped core_pattern (systemd-coredump, apport): the kernel ignores
+#    RLIMIT_CORE for it but for the value 1. The jail's limit is 1 (limits.core false, the
+#    default), which the agent cannot change (a set succeeds without effect).
+#  - A socket whose protocol or type the kernel has not built in: inet_create() asks modprobe
+#    for its module, before any check of the caller, on every call while none answers. The
+#    filter lets through only the built-in ones.
+
+. "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
+
+require_jail
+require_root
+setup_dirs
+
+OLD_PATTERN=$(cat /proc/sys/kernel/core_pattern)
+OLD_MODPROBE=$(cat /proc/sys/kernel/modprobe)
+LOG=$TEST_TMP/helper.log
+# helper NAME: a program that notes its runs in LOG and reads its stdin (a core) away.
+helper() {
+        printf '#!/bin/sh\necho "%s $*" >>"%s"\ncat >/dev/null\nexit 1\n' "$1" "$LOG" >"$TEST_TMP/$1"
+        chmod 0755 "$TEST_TMP/$1"
+}
+helper core
+helper modprobe
+restore() {
+        echo "$OLD_PATTERN" >/proc/sys/kernel/core_pattern
+        echo "$OLD_MODPROBE" >/proc/sys/kernel/modprobe
+}
+trap 'restore; cleanup' EXIT
+echo "|$TEST_TMP/core %P %c" >/proc/sys/kernel/core_pattern || skip_all "cannot set kernel.core_pattern"
+echo "$TEST_TMP/modprobe" >/proc/sys/kernel/modprobe || skip_all "cannot set kernel.modprobe"
+
+# runs NAME: how many times helper NAME ran, once the count has been still for half a second.
+runs() {
+        local n=-1 m=0 deadline=$((SECONDS + 5))
+        while ((SECONDS < deadline)); do
+                m=$(grep -c "^$1 " "$LOG" 2>/dev/null)
+                m=${m:-0}
+                [[ $m == "$n" ]] && break
+                n=$m
+                sleep 0.5
+        done
+        echo "$m"
+}
+
+SOCKETS='import socket
+for p in (200, 201, 202):
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, p)
+    except OSError as e:
+        print("errno=%d" % e.errno)'
+
+# Controls, on the host: RLIMIT_CORE 0 does not keep the core helper from starting, and an
+# unknown protocol starts modprobe.
+/bin/sh -c 'ulimit -c 0; kill -SEGV $$'
+cmp_num "$(runs core)" -ge 1 "control: a crash on the host with RLIMIT_CORE 0 starts the piped core helper"
+python3 -c "$SOCKETS" >/dev/null
+cmp_num "$(runs modprobe)" -ge 3 "control: a socket of an unknown protocol on the host starts modprobe"
+: >"$LOG"
+
+# A script's `ulimit -c 0` and `ulimit -c unlimited` succeed in the jail, and change nothing.
+run_jail -- /bin/bash -c 'for i in 1 2 3 4 5; do /bin/sh -c "kill -SEGV \$\$"; done
+        ulimit -c 0; echo "zero=$?"; /bin/sh -c "kill -SEGV \$\$"
+        ulimit -c unlimited; echo "unlimited=$?"; /bin/sh -c "kill -SEGV \$\$"
+        echo "core=$(grep "^Max core" /proc/self/limits | tr -s " " | cut -d " " -f 5,6 | tr " " /)"; echo done'
+like "$JAIL_OUT" 'done' "the jail's processes crashed (seven times)" || jail_diag
+is "$(pval zero)/$(pval unlimited)" 0/0 "ulimit -c 0 and ulimit -c unlimited succeed in the jail" || jail_diag
+is "$(pval core)" 1/1 "... and leave the limit at 1 byte, soft and hard" || jail_diag
+is "$(runs core)" 0 "no crash in the jail started the host's core dump helper" || diag "$(cat "$LOG")"
+
+# Started with a hard limit of 0 (limits.conf's "hard core 0"): the jail's init, in the jail's
+# user namespace, could not raise it to 1 and every run failed to start; the supervisor (root
+# here, CAP_SYS_RESOURCE) raises its own hard limit to 1 first.
+out=$(ulimit -H -c 0 && run_jail -- /bin/sh -c 'grep "^Max core" /proc/self/limits | tr -s " " | cut -d " " -f 5,6 | tr " " /' &&
+        echo "$JAIL_RC:$JAIL_OUT")
+is "$out" "0:1/1" "started with a hard limit of 0, the run starts and its limit is 1 byte"
+
+run_jail -- python3 -c "$SOCKETS"
+is "$(pval errno)" 1 "an unknown protocol's socket is refused in the jail (EPERM)" || jail_diag
+is "$(runs modprobe)" 0 "no socket of the jail started modprobe on the host" || diag "$(cat "$LOG")"
+
+# Not filtered (a file's first bytes, which no syscall rule sees): an exec of a format no
+# handler knows has the kernel ask modprobe for "binfmt-XXXX" where it still does (kernels
+# with CONFIG_MODULES). Measured for the record, not asserted: agentjail cannot refuse it.
+: >"$LOG"
+printf '\001\002\003\004 not a program\n' >"$WORKSPACE/unknown-format"
+chmod 0755 "$WORKSPACE/unknown-format"
+run_jail -- /bin/sh -c './unknown-format; ./unknown-format; ./unknown-format; echo ran'
+diag "an exec of an unknown format, three times in the jail: modprobe ran $(runs modprobe) times on this kernel ($(uname -r))"
+rm -f "$WORKSPACE/unknown-format"
+
+done_testing
