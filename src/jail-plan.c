@@ -758,9 +758,9 @@ static int plan_seccomp(Run *run)
  * host's namespace only): on a host whose hard limit is 0 (limits.conf's "hard core 0", a
  * common hardening) every run failed to start. So the supervisor raises the hard limit of
  * the jail's init (cloned already, waiting for JOINED before it sets its limits) to 1 first,
- * its soft limit as it was. Where it cannot (rootless, or no CAP_SYS_RESOURCE) the jail gets
- * 0: a crash in it then starts a piped core_pattern's helper, as one of the same user's
- * processes outside the jail could.
+ * its soft limit as it was. Where it cannot (rootless, or no CAP_SYS_RESOURCE) the jail's
+ * limit is 0, which keeps no piped core_pattern's helper from starting: with such a pattern
+ * the run does not start unless "limits" is in allow_degraded (then it is recorded).
  */
 static rlim_t jail_core_limit(pid_t jail)
 {
@@ -771,6 +771,36 @@ static rlim_t jail_core_limit(pid_t jail)
                 return 1;
         rl.rlim_max = 1;
         return prlimit(jail, RLIMIT_CORE, &rl, NULL) == 0 ? 1 : 0;
+}
+
+/* Whether the host's kernel.core_pattern pipes a core to a helper it starts; one that cannot
+ * be read counts as piped (fail closed). */
+static bool core_pattern_pipes(void)
+{
+        char c = 0;
+        _cleanup_close_ int fd = open("/proc/sys/kernel/core_pattern", O_RDONLY | O_CLOEXEC);
+        return fd < 0 || read(fd, &c, 1) != 1 || c == '|';
+}
+
+static int plan_core_limit(Run *run)
+{
+        const AjProfile *p = run->profile;
+        if (p->core)
+                return 0;
+        run->core_limit = jail_core_limit(run->h.pid);
+        if (run->core_limit > 0 || !core_pattern_pipes())
+                return 0;
+        static const char why[] = "core: the jail's RLIMIT_CORE could not be made 1 (its hard limit is 0 and "
+                                  "the supervisor lacks CAP_SYS_RESOURCE to raise it), and kernel.core_pattern "
+                                  "pipes to a helper: a crash in the jail starts that helper on the host";
+        if (!(p->allow_degraded & AJ_DEGRADE_LIMITS)) {
+                aj_error("Cannot enforce the profile's limits: %s", why);
+                aj_error("Refusing to start (raise the hard core limit, ulimit -H -c 1 or more, or add \"limits\" "
+                         "to the profile's \"allow_degraded\")");
+                return -EPERM;
+        }
+        aj_run_record_degraded(run, "limits", why);
+        return 0;
 }
 
 static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
@@ -804,7 +834,7 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
         /* 1 byte, not 0: the kernel's mark for "no piped core dump" too (seccomp-filter.c,
          * aj_seccomp_sets_core_limit, which keeps the agent from setting it). */
         if (!p->core)
-                add_rlimit(cfg, RLIMIT_CORE, jail_core_limit(run->h.pid));
+                add_rlimit(cfg, RLIMIT_CORE, run->core_limit);
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }
@@ -836,6 +866,8 @@ int aj_run_plan(Run *run, AjSpawnConfig *cfg)
         r = build_env(run);
         if (r < 0)
                 return aj_log_errno(r, "Cannot build the command's environment");
+        if ((r = plan_core_limit(run)) < 0)
+                return r;
         plan_spawn_config(run, cfg);
         return 0;
 }

@@ -119,6 +119,7 @@ typedef struct {
         bool rootless;
         uint64_t wall_cap_ns;                 /* meters.wall / --cap wall= */
         int rlimit_resources[AJ_MAX_RLIMITS]; /* which rlimit each index of the spawn config is */
+        rlim_t core_limit;                    /* the jail's RLIMIT_CORE with limits.core false (plan_core_limit) */
 
         /* the jail */
         sigset_t sigmask, old_sigmask; /* taken through the signalfd; the caller's, put back */

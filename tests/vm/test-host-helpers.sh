@@ -79,6 +79,31 @@ out=$(ulimit -H -c 0 && run_jail -- /bin/sh -c 'grep "^Max core" /proc/self/limi
         echo "$JAIL_RC:$JAIL_OUT")
 is "$out" "0:1/1" "started with a hard limit of 0, the run starts and its limit is 1 byte"
 
+# The same without CAP_SYS_RESOURCE (a root in a container; rootless): the jail's limit can
+# only be 0, which keeps no piped helper from starting, so the run does not start; with
+# "limits" in allow_degraded it does, and records that.
+if command -v setpriv >/dev/null; then
+        : >"$LOG"
+        AGENTJAIL_REAL=$AGENTJAIL
+        printf '#!/bin/sh\nulimit -H -c 0 && exec setpriv --bounding-set -sys_resource -- "%s" "$@"\n' \
+                "$AGENTJAIL_REAL" >"$TEST_TMP/nocap"
+        chmod 0755 "$TEST_TMP/nocap"
+        AGENTJAIL=$TEST_TMP/nocap
+        run_jail -- /bin/true
+        is "$JAIL_RC" 125 "no CAP_SYS_RESOURCE, a hard limit of 0 and a piped core_pattern: the run does not start" || jail_diag
+        like "$JAIL_ERR" 'core_pattern pipes to a helper' "... and says why" || jail_diag
+        like "$JAIL_ERR" 'allow_degraded' "... and how to run anyway" || jail_diag
+        DEG=$(write_profile coredeg '{"extends": "default", "allow_degraded": ["limits"]}')
+        run_jail -p "$DEG" -- /bin/sh -c 'grep "^Max core" /proc/self/limits | tr -s " " | cut -d " " -f 5,6 | tr " " /; kill -SEGV $$'
+        is "$(head -n 1 <<<"$JAIL_OUT")" 0/0 "with limits in allow_degraded it runs, its limit 0" || jail_diag
+        like "$(events_of degraded)" 'core_pattern' "... and records the degradation" || jail_diag
+        cmp_num "$(runs core)" -ge 1 "... whose crash then does start the host's helper (what the record says)"
+        AGENTJAIL=$AGENTJAIL_REAL
+else
+        diag "no setpriv: the run without CAP_SYS_RESOURCE is not tried"
+        fail "setpriv (util-linux) is installed"
+fi
+
 run_jail -- python3 -c "$SOCKETS"
 is "$(pval errno)" 1 "an unknown protocol's socket is refused in the jail (EPERM)" || jail_diag
 is "$(runs modprobe)" 0 "no socket of the jail started modprobe on the host" || diag "$(cat "$LOG")"
