@@ -2,9 +2,9 @@
 """TAP checks of scripts/bench's Python helpers that need no jail (meson test unit-bench-helpers):
 startup-steps.py's table from saved -vv lines, startup-cpu.py's CPU per start (the busy
 ticks it reads, a command that spins, or leaves a spinning orphan, counted in both figures,
-its figures' and summary lines' shape), and scale-bench.py's leftover check finding what a run left behind (a live
+its figures' and summary lines' shape), scale-bench.py's leftover check finding what a run left behind (a live
 process, a cgroup directory, a mount namespace holder, a new entry in the runtime dir) and
-nothing when all is gone."""
+nothing when all is gone, and work-load.sh --env (the variables the work group compares)."""
 import importlib.util
 import json
 import os
@@ -153,6 +153,14 @@ with tempfile.TemporaryDirectory() as tmp:
     finally:
         j.close()
     ok(j.proc.returncode == 0, "the driver ends when told to quit")
+
+# work-load.sh --env: the variables the work bench compares between its environments (each
+# must see bare's), set, empty and unset told apart, and no item run.
+p = subprocess.run(["bash", os.path.join(here, "work-load.sh"), "--env", "AJ_T_SET", "AJ_T_EMPTY", "AJ_T_UNSET"],
+                   capture_output=True, text=True, cwd=os.path.dirname(here),
+                   env={"PATH": os.environ["PATH"], "AJ_T_SET": "C.UTF-8", "AJ_T_EMPTY": ""})
+ok(p.returncode == 0 and p.stdout == "AJ_T_SET=C.UTF-8\nAJ_T_EMPTY=\nAJ_T_UNSET unset\n",
+   f"work-load.sh --env prints each variable as set, empty or unset ({p.stdout!r} {p.stderr[-200:]!r})")
 
 print(f"1..{n}")
 sys.exit(1 if failed else 0)

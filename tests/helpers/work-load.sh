@@ -12,8 +12,17 @@
 #   python    50 python3 start-ups importing json, re, subprocess, pathlib, urllib.request
 #   git-status, git-log   1,000 `git status` / `git log -n 50` in ./repo (a clone)
 #   npm       `npm ci --offline` of ./npm-project from the cache ./npm-cache
+#   work-load.sh --env NAME...   prints "NAME=VALUE" or "NAME unset" for each, and nothing else
+#                          (the bench checks that every environment passes the same ones)
 # Fails (exit 1, naming the item) when an item's command fails or its result is wrong.
 set -euo pipefail
+if [[ ${1:-} == --env ]]; then
+        shift
+        for v in "$@"; do
+                if [[ -v $v ]]; then echo "$v=${!v}"; else echo "$v unset"; fi
+        done
+        exit 0
+fi
 fail() {
         echo "work-load: $*" >&2
         exit 1
