@@ -764,10 +764,10 @@ static int plan_seccomp(Run *run)
  */
 static rlim_t jail_core_limit(pid_t jail)
 {
-        struct rlimit rl;
-        if (prlimit(jail, RLIMIT_CORE, NULL, &rl) < 0)
-                return 0;
-        if (rl.rlim_max >= 1)
+        /* The init has our limits (cloned with them, ours unchanged since). Reading its own
+         * with prlimit would need CAP_SYS_RESOURCE too (its ids are not ours). */
+        struct rlimit rl = {};
+        if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_max >= 1)
                 return 1;
         rl.rlim_max = 1;
         return prlimit(jail, RLIMIT_CORE, &rl, NULL) == 0 ? 1 : 0;
