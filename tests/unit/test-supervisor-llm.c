@@ -1266,6 +1266,49 @@ Test(supervisor_llm, response_of_a_forwarded_call_recorded_when_the_share_is_ful
         teardown(&f);
 }
 
+/* Anthropic's 1M-token context (the beta "context-1m-2025-08-07", which the gateway relays
+ * with the agent's other headers) bills every token of a call whose input passes 200K at its
+ * long-context rate (twice the input price, 1.5 times the output), which no price holds: under
+ * a cost cap each such call was charged half of what it cost, so the run spent up to twice its
+ * cost_usd. Refused under a cost cap (403), in any letter case and among other betas, in any
+ * of several headers; relayed under a token cap, which prices nothing, and without the beta. */
+Test(supervisor_llm, long_context_beta_refused_under_a_cost_cap)
+{
+        static const char *const betas[] = { "context-1m-2025-08-07", "Context-1M-2025-08-07",
+                                             "interleaved-thinking-2025-05-14, context-1m-2025-08-07" };
+        static const AjGwHeader other = { "anthropic-beta", 14, "interleaved-thinking-2025-05-14", 31 };
+        for (size_t i = 0; i < ARRAY_SIZE(betas); i++)
+                for (int capped = 0; capped < 2; capped++) {
+                        Fixture f;
+                        setup(&f, capped ? "cost_usd=5" : "tokens=100000");
+                        AjGwHeader h[2] = { other, { "Anthropic-Beta", 14, betas[i], strlen(betas[i]) } };
+                        AjGatewayCall call = {
+                                .id = 1, .provider = &anthropic, .method = "POST", .path = "/v1/messages"
+                        };
+                        AjGatewayVerdict v = {};
+                        AjGatewayRequest req = { h, 2, MSG, strlen(MSG) };
+                        f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                        cr_expect_eq(v.status, capped ? 403 : 0, "%s: %s", betas[i], v.message ?: "");
+                        if (capped)
+                                cr_expect(v.message && strstr(v.message, "context-1m") && strstr(v.message, "cost cap"),
+                                          "%s", v.message ?: "");
+                        free(v.body);
+                        f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                        teardown(&f);
+                }
+        /* Without it, the same request goes under the cost cap. */
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call = { .id = 1, .provider = &anthropic, .method = "POST", .path = "/v1/messages" };
+        AjGatewayVerdict v = {};
+        AjGatewayRequest req = { &other, 1, MSG, strlen(MSG) };
+        f.obs.on_request(f.obs.userdata, &call, &req, &v);
+        cr_expect_eq(v.status, 0, "%s", v.message ?: "");
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        teardown(&f);
+}
+
 /* A request member that lets the provider bill beyond tokens in a way the gateway cannot
  * meter (xAI's Live Search, a tool type or an OpenRouter plugin it does not know) was relayed
  * under a cost cap as if free. It is refused (403, naming it) under a cost cap, before the
