@@ -562,6 +562,11 @@ for what in sys.argv[1:]:
                      "tools": [{"type": "collections_search", "collection_ids": ["c1"]}]})
     elif what == "fast":
         st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi, "speed": "fast"})
+    elif what == "deferred":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 10, "messages": hi, "deferred": True})
+    elif what == "geo":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi,
+                     "inference_geo": "us"})
     elif what == "beta-1m":
         st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi},
                      "interleaved-thinking-2025-05-14,context-1m-2025-08-07")
@@ -659,15 +664,17 @@ is "$(events_of llm.response | jq -c '[.price.entry, .cost_usd > 0]')" '["gpt-te
 is "$(jf '.llm.openai["gpt-test"].requests')" 1 "... run.json sums it under that model"
 # what may bill beyond tokens and the gateway cannot meter is refused under a cost cap (403,
 # naming it, before the provider sees it): xAI's Live Search, a tool type and an OpenRouter
-# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price) and its
-# 1M-token context (a beta header: past 200K input tokens, twice the input price)
+# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price), its
+# 1M-token context (a beta header: past 200K input tokens, twice the input price) and its
+# US-only inference (1.1 times the price)
 n0=$(records)
-run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast beta-1m
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast beta-1m geo
 like "$JAIL_OUT" 'live=403 .*search_parameters.*cost cap' "xAI's Live Search under a cost cap: 403" || jail_diag
 like "$JAIL_OUT" 'fast=403 .*speed.*fast mode' "Anthropic's fast mode (2-6x the price) under a cost cap: 403" || jail_diag
 like "$JAIL_OUT" 'xtool=403 .*collections_search' "a tool type the gateway does not know: 403" || jail_diag
 like "$JAIL_OUT" 'plugin=403 .*moderation' "a plugin the gateway does not know: 403" || jail_diag
 like "$JAIL_OUT" 'beta-1m=403 .*context-1m.*cost cap' "Anthropic's 1M context beta under a cost cap: 403" || jail_diag
+like "$JAIL_OUT" 'geo=403 .*inference_geo.*cost cap' "Anthropic's inference_geo under a cost cap: 403" || jail_diag
 is "$(($(records) - n0))" 0 "... none reaches the provider"
 is "$JAIL_RC" 0 "... refusals, not breaches"
 run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py live beta-1m
@@ -690,8 +697,10 @@ like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and cha
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
 
 n0=$(records)
-run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch fetch
+run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch
 like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403" || jail_diag
+# xAI's deferred completion: its answer (tool calls, usage) is fetched later by GET
+like "$JAIL_OUT" 'deferred=403 .*deferred completion' "... an xAI deferred completion too" || jail_diag
 like "$JAIL_OUT" 'fetch=200' "... a GET is still relayed"
 is "$(($(records) - n0))" 1 "... only the GET reached the provider"
 

@@ -413,6 +413,14 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         expect_refused(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 403, NULL);
         expect_refused(&f, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
                        403, "background");
+        /* xAI's deferred completion: answered at once with a request_id and no usage, the output
+         * fetched by GET /v1/chat/deferred-completion/ID (its tool calls, its usage unread). */
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"deferred\":true}", 403,
+                       "deferred");
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"Deferred\":true}", 400,
+                       "Deferred");
         request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
         cr_expect_eq(v.status, 0, "reads are relayed");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
@@ -420,8 +428,8 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         teardown(&f);
 }
 
-/* Without a cap a background response is relayed; its output is never seen, so it is
- * charged its worst case, not the nothing its "queued" answer reports. */
+/* Without a cap a background response (or an xAI deferred completion) is relayed; its output is
+ * never seen, so it is charged its worst case, not the nothing its "queued" answer reports. */
 Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
 {
         Fixture f;
@@ -436,6 +444,16 @@ Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
                 "\"output\":[],\"usage\":null}",
                 AJ_GATEWAY_COMPLETED);
         cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 500, "max_output_tokens charged");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")), "worst_case");
+        teardown(&f);
+        setup(&f, NULL);
+        request(&f, &call, &openai, "/v1/chat/completions",
+                "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"deferred\":true}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        respond(&f, &call, "application/json", "{\"request_id\":\"f15c114e-f47d-40ca-8d5c-8c23d656eeb6\"}",
+                AJ_GATEWAY_COMPLETED);
+        cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 500, "max_tokens charged");
         cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")), "worst_case");
         teardown(&f);
 }
@@ -1320,6 +1338,9 @@ Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
                 "{\"model\":\"claude-test\",\"messages\":[],\"tools\":[{\"type\":\"collections_search\"}]}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"plugins\":[{\"id\":\"moderation\"}]}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"service_tier\":\"priority\"}",
+                /* Anthropic's US-only inference: 1.1 times the price, for its models since Opus 4.6. */
+                "{\"model\":\"claude-test\",\"messages\":[],\"inference_geo\":\"us\"}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"inference_geo\":1}",
         };
         for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
                 Fixture f;
