@@ -562,6 +562,9 @@ for what in sys.argv[1:]:
                      "tools": [{"type": "collections_search", "collection_ids": ["c1"]}]})
     elif what == "fast":
         st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi, "speed": "fast"})
+    elif what == "async":
+        st, t = call(O[:-len("/v1")] + "/async/chat/completions", {"model": "gpt-test", "max_tokens": 10,
+                     "request": {"model": "gpt-test", "messages": hi}})
     elif what == "deferred":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 10, "messages": hi, "deferred": True})
     elif what == "geo":
@@ -695,6 +698,12 @@ run_jail -p "$PK" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
+# an acknowledgment at a metered path (Perplexity's async API: no answer, no usage; fetched
+# later by GET) is charged its worst case too, under a cap or not
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py async
+like "$JAIL_OUT" 'async=200 .*CREATED' "an async request at a Chat path is relayed" || jail_diag
+is "$(events_of llm.response | jq -r .charged)" worst_case "... and charged its worst case" || jail_diag
+is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: its max_tokens as output"
 
 n0=$(records)
 run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch

@@ -458,6 +458,48 @@ Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
         teardown(&f);
 }
 
+/* A 2xx answer to a model call that holds no answer and no usage is an acknowledgment: the
+ * work runs later and its answer is fetched by GET, unmetered (Perplexity's async API at
+ * /async/chat/completions, whose body wraps the real request in "request"; an xAI deferred
+ * completion). It was charged the prompt estimate and the few bytes it held; it is charged its
+ * worst case, as a background response is, under a cap or not. An answer without usage (a
+ * server that reports none) is still charged what it shows. */
+Test(supervisor_llm, acknowledged_call_charged_its_worst_case)
+{
+        for (int capped = 0; capped < 2; capped++) {
+                Fixture f;
+                setup(&f, capped ? "tokens=100000" : NULL);
+                AjGatewayCall call;
+                AjGatewayVerdict v;
+                request(&f, &call, &openai, "/async/chat/completions",
+                        "{\"model\":\"claude-test\",\"request\":{\"model\":\"claude-test\",\"messages\":[]}}", &v);
+                cr_assert_eq(v.status, 0, "%s", v.message);
+                free(v.body);
+                respond(&f, &call, "application/json",
+                        "{\"id\":\"a1\",\"model\":\"claude-test\",\"status\":\"CREATED\",\"response\":null}",
+                        AJ_GATEWAY_COMPLETED);
+                cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 32000, "capped %d: %llu", capped,
+                              (unsigned long long)aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0));
+                cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")),
+                                 "worst_case");
+                teardown(&f);
+        }
+        Fixture f;
+        setup(&f, NULL);
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        respond(&f, &call, "application/json",
+                "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                "\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}]}",
+                AJ_GATEWAY_COMPLETED);
+        cr_expect_lt(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 100, "an answer without usage: what it shows");
+        cr_expect_null(json_object_get(last_event("llm.response"), "charged"));
+        teardown(&f);
+}
+
 /* Each answer a request asks for may be as long as its limit: all are reserved. */
 Test(supervisor_llm, every_answer_asked_for_is_reserved)
 {
