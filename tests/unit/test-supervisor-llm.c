@@ -96,6 +96,17 @@ static void respond(Fixture *f, AjGatewayCall *call, const char *ctype, const ch
         f->obs.on_done(f->obs.userdata, call, o, 1000);
 }
 
+/* A request forwarded, then answered whole with `reply` (JSON). */
+static void answered(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body, const char *reply)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        respond(f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+}
+
 static json_t *last_event(const char *type)
 {
         json_t *found = NULL, *e;
@@ -469,15 +480,9 @@ Test(supervisor_llm, acknowledged_call_charged_its_worst_case)
         for (int capped = 0; capped < 2; capped++) {
                 Fixture f;
                 setup(&f, capped ? "tokens=100000" : NULL);
-                AjGatewayCall call;
-                AjGatewayVerdict v;
-                request(&f, &call, &openai, "/async/chat/completions",
-                        "{\"model\":\"claude-test\",\"request\":{\"model\":\"claude-test\",\"messages\":[]}}", &v);
-                cr_assert_eq(v.status, 0, "%s", v.message);
-                free(v.body);
-                respond(&f, &call, "application/json",
-                        "{\"id\":\"a1\",\"model\":\"claude-test\",\"status\":\"CREATED\",\"response\":null}",
-                        AJ_GATEWAY_COMPLETED);
+                answered(&f, &openai, "/async/chat/completions",
+                         "{\"model\":\"claude-test\",\"request\":{\"model\":\"claude-test\",\"messages\":[]}}",
+                         "{\"id\":\"a1\",\"model\":\"claude-test\",\"status\":\"CREATED\",\"response\":null}");
                 cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 32000, "capped %d: %llu", capped,
                               (unsigned long long)aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0));
                 cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")),
@@ -486,15 +491,9 @@ Test(supervisor_llm, acknowledged_call_charged_its_worst_case)
         }
         Fixture f;
         setup(&f, NULL);
-        AjGatewayCall call;
-        AjGatewayVerdict v;
-        request(&f, &call, &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}", &v);
-        cr_assert_eq(v.status, 0, "%s", v.message);
-        free(v.body);
-        respond(&f, &call, "application/json",
-                "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                "\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}]}",
-                AJ_GATEWAY_COMPLETED);
+        answered(&f, &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
+                 "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                 "\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}]}");
         cr_expect_lt(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 100, "an answer without usage: what it shows");
         cr_expect_null(json_object_get(last_event("llm.response"), "charged"));
         teardown(&f);
@@ -777,14 +776,10 @@ Test(supervisor_llm, input_the_provider_holds_is_reserved)
                         free(v.body);
                         f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
                 }
-                request(&f, &call, &openai, "/v1/responses",
-                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}", &v);
-                cr_assert_eq(v.status, 0, "%s", v.message);
-                free(v.body);
-                respond(&f, &call, "application/json",
-                        "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
-                        "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}",
-                        AJ_GATEWAY_COMPLETED);
+                answered(&f, &openai, "/v1/responses",
+                         "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}",
+                         "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
+                         "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}");
                 /* 50,010 used, and 50,010 held for resp_1 besides the new input: past 100,000. */
                 request(&f, &call, &openai, "/v1/responses",
                         "{\"model\":\"claude-test\",\"input\":\"more\",\"max_output_tokens\":10,"
