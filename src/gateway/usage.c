@@ -1160,6 +1160,7 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "stream_options",
                 "background",
                 "deferred",
+                "request",
                 "n",
                 "best_of",
                 "max_tokens",
@@ -1306,10 +1307,14 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         aj_llm_set_name(&u->model, json_string_value(model));
         u->stream = json_is_true(stream);
         /* Anything but false or null might be read as true by the provider. xAI's "deferred" is
-         * the same: answered at once with a request_id, fetched by GET later. */
+         * the same: answered at once with a request_id, fetched by GET later; and so is a body
+         * wrapping the request in "request" (Perplexity's async API, at /async/chat/completions),
+         * whose members the gateway would not read. */
         json_t *bg = json_object_get(root, "background"), *deferred = json_object_get(root, "deferred");
+        json_t *wrapped = json_object_get(root, "request");
         u->background = (bg && !json_is_false(bg) && !json_is_null(bg)) ||
-                        (deferred && !json_is_false(deferred) && !json_is_null(deferred));
+                        (deferred && !json_is_false(deferred) && !json_is_null(deferred)) ||
+                        (wrapped && !json_is_null(wrapped));
         u->model_routed = model_routed(root, json_string_value(model));
         provider_routing_of(c, root);
         rate_members_of(c, root);

@@ -437,8 +437,8 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         }
         if (u->background && model_capped(cs->l->meter)) {
                 refuse(v, pr, 403, "agentjail gateway",
-                       "a background response is refused under the run's caps, as is a deferred completion: "
-                       "its output is fetched later, where the gateway cannot meter it");
+                       "a background response is refused under the run's caps, as is a deferred or async "
+                       "completion: its output is fetched later, where the gateway cannot meter it");
                 return 0;
         }
         if (u->model_routed && model_capped(cs->l->meter)) {

@@ -698,10 +698,12 @@ run_jail -p "$PK" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
-# an acknowledgment at a metered path (Perplexity's async API: no answer, no usage; fetched
-# later by GET) is charged its worst case too, under a cap or not
+# Perplexity's async API at a Chat path (the request wrapped in "request", answered with an
+# acknowledgment, fetched later by GET): refused under a cap, without one charged its worst case
 run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py async
-like "$JAIL_OUT" 'async=200 .*CREATED' "an async request at a Chat path is relayed" || jail_diag
+like "$JAIL_OUT" 'async=403 .*async completion' "an async request under a cap: 403" || jail_diag
+run_jail -p "$PK" -- python3 gwcap.py async
+like "$JAIL_OUT" 'async=200 .*CREATED' "without a cap it is relayed" || jail_diag
 is "$(events_of llm.response | jq -r .charged)" worst_case "... and charged its worst case" || jail_diag
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: its max_tokens as output"
 
@@ -709,7 +711,7 @@ n0=$(records)
 run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch
 like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403" || jail_diag
 # xAI's deferred completion: its answer (tool calls, usage) is fetched later by GET
-like "$JAIL_OUT" 'deferred=403 .*deferred completion' "... an xAI deferred completion too" || jail_diag
+like "$JAIL_OUT" 'deferred=403 .*deferred or async completion' "... an xAI deferred completion too" || jail_diag
 like "$JAIL_OUT" 'fetch=200' "... a GET is still relayed"
 is "$(($(records) - n0))" 1 "... only the GET reached the provider"
 

@@ -432,6 +432,11 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         expect_refused(&f, &openai, "/v1/chat/completions",
                        "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"Deferred\":true}", 400,
                        "Deferred");
+        /* Perplexity's async API: the request wrapped in "request", its answer fetched by GET. */
+        expect_refused(&f, &openai, "/async/chat/completions",
+                       "{\"model\":\"claude-test\",\"max_tokens\":1,\"request\":{\"model\":\"claude-test\","
+                       "\"messages\":[]}}",
+                       403, "async");
         request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
         cr_expect_eq(v.status, 0, "reads are relayed");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
@@ -471,17 +476,16 @@ Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
 
 /* A 2xx answer to a model call that holds no answer and no usage is an acknowledgment: the
  * work runs later and its answer is fetched by GET, unmetered (Perplexity's async API at
- * /async/chat/completions, whose body wraps the real request in "request"; an xAI deferred
- * completion). It was charged the prompt estimate and the few bytes it held; it is charged its
- * worst case, as a background response is, under a cap or not. An answer without usage (a
- * server that reports none) is still charged what it shows. */
+ * /async/chat/completions; an xAI deferred completion; whatever member asked for it). It was
+ * charged the prompt estimate and the few bytes it held; it is charged its worst case, as a
+ * background response is, under a cap or not. An answer without usage (a server that reports
+ * none) is still charged what it shows. */
 Test(supervisor_llm, acknowledged_call_charged_its_worst_case)
 {
         for (int capped = 0; capped < 2; capped++) {
                 Fixture f;
                 setup(&f, capped ? "tokens=100000" : NULL);
-                answered(&f, &openai, "/async/chat/completions",
-                         "{\"model\":\"claude-test\",\"request\":{\"model\":\"claude-test\",\"messages\":[]}}",
+                answered(&f, &openai, "/async/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
                          "{\"id\":\"a1\",\"model\":\"claude-test\",\"status\":\"CREATED\",\"response\":null}");
                 cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 32000, "capped %d: %llu", capped,
                               (unsigned long long)aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0));
