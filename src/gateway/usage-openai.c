@@ -215,6 +215,15 @@ bool aj_llm_chat_event(AjLlmCall *c, json_t *root)
         return json_is_array(choices) && json_array_size(choices) == 0 && json_is_object(usage);
 }
 
+/* A 2xx whole answer without its answer (`answer`, an array) and without usage: no answer but
+ * an acknowledgment of work the provider runs later (usage.h acknowledged). */
+static void acknowledged(AjLlmCall *c, json_t *root, const char *answer)
+{
+        if (c->u.status / 100 == 2 && !json_is_array(json_object_get(root, answer)) &&
+            !json_is_object(json_object_get(root, "usage")))
+                c->u.acknowledged = true;
+}
+
 void aj_llm_chat_body(AjLlmCall *c, json_t *root)
 {
         json_t *choice;
@@ -223,6 +232,7 @@ void aj_llm_chat_body(AjLlmCall *c, json_t *root)
         json_array_foreach (json_object_get(root, "choices"), i, choice)
                 chat_choice(c, choice, false);
         chat_usage(c, json_object_get(root, "usage"));
+        acknowledged(c, root, "choices");
         c->u.outcome = AJ_LLM_COMPLETE;
 }
 
@@ -521,6 +531,7 @@ void aj_llm_responses_body(AjLlmCall *c, json_t *root)
                 output_item(c, item, (uint32_t)i);
         final_items(c, root);
         final_response(c, root);
+        acknowledged(c, root, "output");
 }
 
 /* ---- the request rewrites ---- */

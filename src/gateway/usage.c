@@ -272,7 +272,14 @@ void aj_llm_provider_cost(AjLlmCall *c, json_t *usage)
                 pusd = v;
                 taken = true;
         }
-        if (cost && !json_is_null(cost) && cost_figure(c, "cost", cost, false, &v)) {
+        /* Perplexity's: an object of the parts (tokens, its per-request search fee) and their sum. */
+        const char *cost_name = "cost";
+        if (json_is_object(cost)) {
+                cost_name = "cost.total_cost";
+                if (!(cost = json_object_get(cost, "total_cost")))
+                        provider_cost_error(c, "usage.cost has no total_cost: not taken");
+        }
+        if (cost && !json_is_null(cost) && cost_figure(c, cost_name, cost, false, &v)) {
                 /* A BYOK call: "cost" is OpenRouter's fee, the inference billed on the user's own key. */
                 json_t *up = json_object_get(json_object_get(usage, "cost_details"), "upstream_inference_cost");
                 uint64_t w = 0;
@@ -840,13 +847,16 @@ static int searches_of(AjLlmCall *c, json_t *root, const char **ret_key)
  * service tier above the standard one (OpenAI's "priority" and "scale"; "auto", "default",
  * "flex" and Anthropic's "standard_only" are not), output other than text ("modalities"
  * naming another, "audio": audio and image tokens are priced apart from text), audio input
- * ("input_audio" parts, likewise). The prices are standard-tier text prices (data/prices.json),
- * so each would be charged a fraction of what it costs. */
+ * ("input_audio" parts, likewise), and Anthropic's inference_geo other than "global" (its
+ * default: "us" runs the model in the US only, billed at 1.1 times the price). The prices are
+ * standard-tier text prices (data/prices.json), so each would be charged a fraction of what it
+ * costs. */
 static void rate_members_of(AjLlmCall *c, json_t *root)
 {
         static const char *const tiers[] = { "auto", "default", "flex", "standard_only" };
         static const char *const audio_parts[] = { "input_audio" };
         json_t *speed = json_object_get(root, "speed"), *tier = json_object_get(root, "service_tier");
+        json_t *geo = json_object_get(root, "inference_geo");
         json_t *audio = json_object_get(root, "audio"), *modalities = json_object_get(root, "modalities"), *m;
         size_t i;
         if (speed && !json_is_null(speed) && !(json_is_string(speed) && streq(json_string_value(speed), "standard")))
@@ -860,6 +870,9 @@ static void rate_members_of(AjLlmCall *c, json_t *root)
                         unmetered(c, "\"service_tier\" (billed above the standard rate)",
                                   json_is_string(tier) ? json_string_value(tier) : "(not a string)");
         }
+        if (geo && !json_is_null(geo) && !(json_is_string(geo) && streq(json_string_value(geo), "global")))
+                unmetered(c, "\"inference_geo\" (inference in one geography, billed above the standard rate)",
+                          json_is_string(geo) ? json_string_value(geo) : "(not a string)");
         if (audio && !json_is_null(audio))
                 unmetered(c, "\"audio\" output (audio tokens are billed apart from text)", NULL);
         if (modalities && !json_is_null(modalities) && !json_is_array(modalities))
@@ -1146,6 +1159,8 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "stream",
                 "stream_options",
                 "background",
+                "deferred",
+                "request",
                 "n",
                 "best_of",
                 "max_tokens",
@@ -1163,6 +1178,7 @@ static int check_case_twins(AjLlmCall *c, json_t *root)
                 "search_parameters",
                 "speed",
                 "service_tier",
+                "inference_geo",
                 "audio",
                 "modalities",
                 "provider",
@@ -1290,9 +1306,15 @@ int aj_llm_call_request(AjLlmCall *c, const void *body, size_t len)
         }
         aj_llm_set_name(&u->model, json_string_value(model));
         u->stream = json_is_true(stream);
-        /* Anything but false or null might be read as true by the provider. */
-        json_t *bg = json_object_get(root, "background");
-        u->background = bg && !json_is_false(bg) && !json_is_null(bg);
+        /* Anything but false or null might be read as true by the provider. xAI's "deferred" is
+         * the same: answered at once with a request_id, fetched by GET later; and so is a body
+         * wrapping the request in "request" (Perplexity's async API, at /async/chat/completions),
+         * whose members the gateway would not read. */
+        json_t *bg = json_object_get(root, "background"), *deferred = json_object_get(root, "deferred");
+        json_t *wrapped = json_object_get(root, "request");
+        u->background = (bg && !json_is_false(bg) && !json_is_null(bg)) ||
+                        (deferred && !json_is_false(deferred) && !json_is_null(deferred)) ||
+                        (wrapped && !json_is_null(wrapped));
         u->model_routed = model_routed(root, json_string_value(model));
         provider_routing_of(c, root);
         rate_members_of(c, root);

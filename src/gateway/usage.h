@@ -129,9 +129,14 @@ typedef struct {
          * conversation (its items; or a previous_response_id that is not a string). */
         char *previous_response_id;
         bool held_input_unknown;
-        /* "background" set: the provider answers at once and runs the model afterwards;
-         * the output is fetched later (GET /v1/responses/ID), where no call is metered. */
+        /* "background" set (or xAI's "deferred"): the provider answers at once and runs the
+         * model afterwards; the output is fetched later (GET /v1/responses/ID,
+         * /v1/chat/deferred-completion/ID), where no call is metered. */
         bool background;
+        /* A 2xx whole answer holding no answer and no usage ("choices", "output"): an
+         * acknowledgment, the work run later and fetched by GET where no call is metered
+         * (Perplexity's async API, a deferred or background request a server took as one). */
+        bool acknowledged;
         /* The request lets the provider answer with a model it does not name: OpenRouter's
          * "models" (fallbacks tried when one fails, which the agent can make it do: a prompt
          * past the first one's context) or a preset ("@preset/NAME" in the model, "preset"),

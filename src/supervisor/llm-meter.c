@@ -332,6 +332,28 @@ static int judge_reach(AjSupLlmCall *cs, const AjGatewayProvider *pr, const AjLl
         return 0;
 }
 
+/* Anthropic's 1M-token context window, asked for by a beta ("anthropic-beta:
+ * context-1m-2025-08-07", among others, in any of the agent's headers of that name, which the
+ * gateway relays): a call whose input passes 200K tokens is then billed at the long-context
+ * rate, every token of it (twice the input price, 1.5 times the output), which no price holds. */
+static bool long_context_beta(const AjGatewayRequest *req)
+{
+        static const char beta[] = "context-1m";
+        for (size_t i = 0; i < req->n_headers; i++) {
+                const AjGwHeader *h = &req->headers[i];
+                if (!aj_gw_header_is(h, "anthropic-beta"))
+                        continue;
+                for (size_t k = 0; k < h->value_len; k++) {
+                        bool start = k == 0 || h->value[k - 1] == ',' || h->value[k - 1] == ' ' ||
+                                     h->value[k - 1] == '\t';
+                        if (start && h->value_len - k >= sizeof(beta) - 1 &&
+                            strncasecmp(h->value + k, beta, sizeof(beta) - 1) == 0)
+                                return true;
+                }
+        }
+        return false;
+}
+
 /* Whether a body that is not JSON is a form upload (a file), which the gateway does not read:
  * every Content-Type multipart/form-data and the body not encoded. Anything else it cannot read
  * (JSON behind a byte order mark, in UTF-16, compressed) a provider might still read as JSON. */
@@ -415,8 +437,8 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         }
         if (u->background && model_capped(cs->l->meter)) {
                 refuse(v, pr, 403, "agentjail gateway",
-                       "a background response is refused under the run's caps: its output is fetched later, "
-                       "where the gateway cannot meter it");
+                       "a background response is refused under the run's caps, as is a deferred or async "
+                       "completion: its output is fetched later, where the gateway cannot meter it");
                 return 0;
         }
         if (u->model_routed && model_capped(cs->l->meter)) {
@@ -460,6 +482,13 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
                          "meter: refused under the run's cost cap",
                          u->unmetered);
                 refuse(v, pr, 403, "agentjail gateway", what);
+                return 0;
+        }
+        if (long_context_beta(req) && aj_meter_caps(cs->l->meter)->set[AJ_CAP_COST_USD]) {
+                refuse(v, pr, 403, "agentjail gateway",
+                       "the request asks for the 1M-token context (anthropic-beta context-1m), whose calls past "
+                       "200K input tokens the provider bills at a long-context rate the prices do not hold: "
+                       "refused under the run's cost cap");
                 return 0;
         }
         if (cs->api == AJ_LLM_API_OPENAI_CHAT && u->stream && (r = add_usage(cs, req, v)) < 0) {
@@ -910,11 +939,12 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
                 AjMeterUsage m;
                 measured_usage(cs, &m);
                 /* The agent left and the relay stopped reading, or the call asked for a
-                 * background response (no cap is set, else it was refused): the provider may
+                 * background response (no cap is set, else it was refused), or its answer was
+                 * only an acknowledgment (no answer, no usage: fetched later): the provider may
                  * go on generating what it was asked for, billed but never seen. Such a call
                  * is charged its worst case. */
                 const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
-                if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background) {
+                if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background || u->acknowledged) {
                         charged_worst = m.input < cs->worst.input || m.output < cs->worst.output ||
                                         m.web_searches < cs->worst.web_searches || !tools_within(&cs->worst, &m);
                         m.input = max_u64(m.input, cs->worst.input);

@@ -137,6 +137,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path.endswith("/count_tokens"):
             return self.send_json(200, {"input_tokens": 12})
+        # Perplexity's async API: an acknowledgment, the answer fetched later by GET.
+        if self.path.startswith("/async/"):
+            return self.send_json(200, {"id": "async_fake", "model": model, "status": "CREATED", "response": None})
         # OpenRouter's router models ("openrouter/auto") answer with the model they picked.
         if model.startswith("openrouter/"):
             model = "gpt-test"

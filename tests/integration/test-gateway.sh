@@ -523,10 +523,12 @@ like "$(events_of cap.breach)" '"cap":"repeat_limit"' "... a repeat_limit breach
 # refused under any cap, tool caps included
 cat >"$WORKSPACE/gwcap.py" <<'PY'
 import json, os, sys, urllib.request
-def call(url, body=None):
+def call(url, body=None, beta=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                 headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    if beta:
+        headers["anthropic-beta"] = beta
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status, r.read().decode()
@@ -560,6 +562,17 @@ for what in sys.argv[1:]:
                      "tools": [{"type": "collections_search", "collection_ids": ["c1"]}]})
     elif what == "fast":
         st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi, "speed": "fast"})
+    elif what == "async":
+        st, t = call(O[:-len("/v1")] + "/async/chat/completions", {"model": "gpt-test", "max_tokens": 10,
+                     "request": {"model": "gpt-test", "messages": hi}})
+    elif what == "deferred":
+        st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 10, "messages": hi, "deferred": True})
+    elif what == "geo":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi,
+                     "inference_geo": "us"})
+    elif what == "beta-1m":
+        st, t = call(A + "/v1/messages", {"model": "claude-test", "max_tokens": 3, "messages": hi},
+                     "interleaved-thinking-2025-05-14,context-1m-2025-08-07")
     elif what == "plugin":
         st, t = call(O + "/chat/completions", {"model": "gpt-test", "max_tokens": 3, "messages": hi,
                      "plugins": [{"id": "moderation"}]})
@@ -654,17 +667,22 @@ is "$(events_of llm.response | jq -c '[.price.entry, .cost_usd > 0]')" '["gpt-te
 is "$(jf '.llm.openai["gpt-test"].requests')" 1 "... run.json sums it under that model"
 # what may bill beyond tokens and the gateway cannot meter is refused under a cost cap (403,
 # naming it, before the provider sees it): xAI's Live Search, a tool type and an OpenRouter
-# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price)
+# plugin it does not know, Anthropic's fast mode (tokens at 2 to 6 times the price), its
+# 1M-token context (a beta header: past 200K input tokens, twice the input price) and its
+# US-only inference (1.1 times the price)
 n0=$(records)
-run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast
+run_jail -p "$PK" --cap cost_usd=1 -- python3 gwcap.py live xtool plugin fast beta-1m geo
 like "$JAIL_OUT" 'live=403 .*search_parameters.*cost cap' "xAI's Live Search under a cost cap: 403" || jail_diag
 like "$JAIL_OUT" 'fast=403 .*speed.*fast mode' "Anthropic's fast mode (2-6x the price) under a cost cap: 403" || jail_diag
 like "$JAIL_OUT" 'xtool=403 .*collections_search' "a tool type the gateway does not know: 403" || jail_diag
 like "$JAIL_OUT" 'plugin=403 .*moderation' "a plugin the gateway does not know: 403" || jail_diag
+like "$JAIL_OUT" 'beta-1m=403 .*context-1m.*cost cap' "Anthropic's 1M context beta under a cost cap: 403" || jail_diag
+like "$JAIL_OUT" 'geo=403 .*inference_geo.*cost cap' "Anthropic's inference_geo under a cost cap: 403" || jail_diag
 is "$(($(records) - n0))" 0 "... none reaches the provider"
 is "$JAIL_RC" 0 "... refusals, not breaches"
-run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py live
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py live beta-1m
 like "$JAIL_OUT" 'live=200 ' "under a token cap alone Live Search is relayed (its tokens are metered)" || jail_diag
+like "$JAIL_OUT" 'beta-1m=200 ' "... and so is the 1M context beta" || jail_diag
 # a file OpenRouter may parse at a per-page fee (mistral-ocr, its default where the model reads
 # no files itself): under a cost cap it needs a file_parser price, unless the request names a
 # free engine
@@ -680,10 +698,20 @@ run_jail -p "$PK" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
+# Perplexity's async API at a Chat path (the request wrapped in "request", answered with an
+# acknowledgment, fetched later by GET): refused under a cap, without one charged its worst case
+run_jail -p "$PK" --cap tokens=100000 -- python3 gwcap.py async
+like "$JAIL_OUT" 'async=403 .*async completion' "an async request under a cap: 403" || jail_diag
+run_jail -p "$PK" -- python3 gwcap.py async
+like "$JAIL_OUT" 'async=200 .*CREATED' "without a cap it is relayed" || jail_diag
+is "$(events_of llm.response | jq -r .charged)" worst_case "... and charged its worst case" || jail_diag
+is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: its max_tokens as output"
 
 n0=$(records)
-run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch fetch
+run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch
 like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403" || jail_diag
+# xAI's deferred completion: its answer (tool calls, usage) is fetched later by GET
+like "$JAIL_OUT" 'deferred=403 .*deferred or async completion' "... an xAI deferred completion too" || jail_diag
 like "$JAIL_OUT" 'fetch=200' "... a GET is still relayed"
 is "$(($(records) - n0))" 1 "... only the GET reached the provider"
 

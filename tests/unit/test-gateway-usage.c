@@ -2677,6 +2677,13 @@ Test(gateway_usage, provider_cost_is_read_as_a_floor)
                 { RESP_BODY(",\"cost_in_usd_ticks\":200000000000000"), true, 10000000000000000ULL, "past 10000 USD" },
                 /* One bad figure does not hide a good one. */
                 { RESP_BODY(",\"cost\":true,\"cost_in_usd_ticks\":100"), true, 10000, "usage.cost is not a number" },
+                /* Perplexity's usage.cost is an object whose total_cost holds its per-request
+                 * (search) fee besides the tokens: read as usage.cost.total_cost. */
+                { RESP_BODY(",\"cost\":{\"input_tokens_cost\":0.00002,\"output_tokens_cost\":0.00003,"
+                            "\"request_cost\":0.014,\"total_cost\":0.01405}"),
+                  true, 14050000000ULL, NULL },
+                { RESP_BODY(",\"cost\":{\"total_cost\":\"0.5\"}"), false, 0, "usage.cost.total_cost is not a number" },
+                { RESP_BODY(",\"cost\":{\"request_cost\":0.014}"), false, 0, "usage.cost has no total_cost" },
         };
         static const char req[] = "{\"model\":\"grok-4\",\"usage\":{\"cost\":100,\"cost_in_usd_ticks\":1}}";
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {

@@ -96,6 +96,17 @@ static void respond(Fixture *f, AjGatewayCall *call, const char *ctype, const ch
         f->obs.on_done(f->obs.userdata, call, o, 1000);
 }
 
+/* A request forwarded, then answered whole with `reply` (JSON). */
+static void answered(Fixture *f, const AjGatewayProvider *pr, const char *path, const char *body, const char *reply)
+{
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(f, &call, pr, path, body, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        respond(f, &call, "application/json", reply, AJ_GATEWAY_COMPLETED);
+}
+
 static json_t *last_event(const char *type)
 {
         json_t *found = NULL, *e;
@@ -413,6 +424,19 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         expect_refused(&f, &anthropic, "/v1/messages/batches", "{\"requests\":[]}", 403, NULL);
         expect_refused(&f, &openai, "/v1/responses", "{\"model\":\"claude-test\",\"input\":\"hi\",\"background\":true}",
                        403, "background");
+        /* xAI's deferred completion: answered at once with a request_id and no usage, the output
+         * fetched by GET /v1/chat/deferred-completion/ID (its tool calls, its usage unread). */
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"deferred\":true}", 403,
+                       "deferred");
+        expect_refused(&f, &openai, "/v1/chat/completions",
+                       "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"Deferred\":true}", 400,
+                       "Deferred");
+        /* Perplexity's async API: the request wrapped in "request", its answer fetched by GET. */
+        expect_refused(&f, &openai, "/async/chat/completions",
+                       "{\"model\":\"claude-test\",\"max_tokens\":1,\"request\":{\"model\":\"claude-test\","
+                       "\"messages\":[]}}",
+                       403, "async");
         request(&f, &call, &openai, "/v1/responses/resp_1", "", &v);
         cr_expect_eq(v.status, 0, "reads are relayed");
         f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_COMPLETED, 0);
@@ -420,8 +444,8 @@ Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
         teardown(&f);
 }
 
-/* Without a cap a background response is relayed; its output is never seen, so it is
- * charged its worst case, not the nothing its "queued" answer reports. */
+/* Without a cap a background response (or an xAI deferred completion) is relayed; its output is
+ * never seen, so it is charged its worst case, not the nothing its "queued" answer reports. */
 Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
 {
         Fixture f;
@@ -437,6 +461,45 @@ Test(supervisor_llm, background_response_without_caps_is_charged_its_worst_case)
                 AJ_GATEWAY_COMPLETED);
         cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 500, "max_output_tokens charged");
         cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")), "worst_case");
+        teardown(&f);
+        setup(&f, NULL);
+        request(&f, &call, &openai, "/v1/chat/completions",
+                "{\"model\":\"claude-test\",\"messages\":[],\"max_tokens\":500,\"deferred\":true}", &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        free(v.body);
+        respond(&f, &call, "application/json", "{\"request_id\":\"f15c114e-f47d-40ca-8d5c-8c23d656eeb6\"}",
+                AJ_GATEWAY_COMPLETED);
+        cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 500, "max_tokens charged");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")), "worst_case");
+        teardown(&f);
+}
+
+/* A 2xx answer to a model call that holds no answer and no usage is an acknowledgment: the
+ * work runs later and its answer is fetched by GET, unmetered (Perplexity's async API at
+ * /async/chat/completions; an xAI deferred completion; whatever member asked for it). It was
+ * charged the prompt estimate and the few bytes it held; it is charged its worst case, as a
+ * background response is, under a cap or not. An answer without usage (a server that reports
+ * none) is still charged what it shows. */
+Test(supervisor_llm, acknowledged_call_charged_its_worst_case)
+{
+        for (int capped = 0; capped < 2; capped++) {
+                Fixture f;
+                setup(&f, capped ? "tokens=100000" : NULL);
+                answered(&f, &openai, "/async/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
+                         "{\"id\":\"a1\",\"model\":\"claude-test\",\"status\":\"CREATED\",\"response\":null}");
+                cr_expect_geq(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 32000, "capped %d: %llu", capped,
+                              (unsigned long long)aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0));
+                cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.response"), "charged")),
+                                 "worst_case");
+                teardown(&f);
+        }
+        Fixture f;
+        setup(&f, NULL);
+        answered(&f, &openai, "/v1/chat/completions", "{\"model\":\"claude-test\",\"messages\":[]}",
+                 "{\"id\":\"c\",\"model\":\"claude-test\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                 "\"assistant\",\"content\":\"hello\"},\"finish_reason\":\"stop\"}]}");
+        cr_expect_lt(aj_meter_used(f.meter, AJ_CAP_OUTPUT_TOKENS, 0), 100, "an answer without usage: what it shows");
+        cr_expect_null(json_object_get(last_event("llm.response"), "charged"));
         teardown(&f);
 }
 
@@ -717,14 +780,10 @@ Test(supervisor_llm, input_the_provider_holds_is_reserved)
                         free(v.body);
                         f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
                 }
-                request(&f, &call, &openai, "/v1/responses",
-                        "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}", &v);
-                cr_assert_eq(v.status, 0, "%s", v.message);
-                free(v.body);
-                respond(&f, &call, "application/json",
-                        "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
-                        "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}",
-                        AJ_GATEWAY_COMPLETED);
+                answered(&f, &openai, "/v1/responses",
+                         "{\"model\":\"claude-test\",\"input\":\"hi\",\"max_output_tokens\":10}",
+                         "{\"id\":\"resp_1\",\"model\":\"claude-test\",\"status\":\"completed\",\"output\":[],"
+                         "\"usage\":{\"input_tokens\":50000,\"output_tokens\":10}}");
                 /* 50,010 used, and 50,010 held for resp_1 besides the new input: past 100,000. */
                 request(&f, &call, &openai, "/v1/responses",
                         "{\"model\":\"claude-test\",\"input\":\"more\",\"max_output_tokens\":10,"
@@ -1266,6 +1325,49 @@ Test(supervisor_llm, response_of_a_forwarded_call_recorded_when_the_share_is_ful
         teardown(&f);
 }
 
+/* Anthropic's 1M-token context (the beta "context-1m-2025-08-07", which the gateway relays
+ * with the agent's other headers) bills every token of a call whose input passes 200K at its
+ * long-context rate (twice the input price, 1.5 times the output), which no price holds: under
+ * a cost cap each such call was charged half of what it cost, so the run spent up to twice its
+ * cost_usd. Refused under a cost cap (403), in any letter case and among other betas, in any
+ * of several headers; relayed under a token cap, which prices nothing, and without the beta. */
+Test(supervisor_llm, long_context_beta_refused_under_a_cost_cap)
+{
+        static const char *const betas[] = { "context-1m-2025-08-07", "Context-1M-2025-08-07",
+                                             "interleaved-thinking-2025-05-14, context-1m-2025-08-07" };
+        static const AjGwHeader other = { "anthropic-beta", 14, "interleaved-thinking-2025-05-14", 31 };
+        for (size_t i = 0; i < ARRAY_SIZE(betas); i++)
+                for (int capped = 0; capped < 2; capped++) {
+                        Fixture f;
+                        setup(&f, capped ? "cost_usd=5" : "tokens=100000");
+                        AjGwHeader h[2] = { other, { "Anthropic-Beta", 14, betas[i], strlen(betas[i]) } };
+                        AjGatewayCall call = {
+                                .id = 1, .provider = &anthropic, .method = "POST", .path = "/v1/messages"
+                        };
+                        AjGatewayVerdict v = {};
+                        AjGatewayRequest req = { h, 2, MSG, strlen(MSG) };
+                        f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                        cr_expect_eq(v.status, capped ? 403 : 0, "%s: %s", betas[i], v.message ?: "");
+                        if (capped)
+                                cr_expect(v.message && strstr(v.message, "context-1m") && strstr(v.message, "cost cap"),
+                                          "%s", v.message ?: "");
+                        free(v.body);
+                        f.obs.on_done(f.obs.userdata, &call, capped ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+                        teardown(&f);
+                }
+        /* Without it, the same request goes under the cost cap. */
+        Fixture f;
+        setup(&f, "cost_usd=5");
+        AjGatewayCall call = { .id = 1, .provider = &anthropic, .method = "POST", .path = "/v1/messages" };
+        AjGatewayVerdict v = {};
+        AjGatewayRequest req = { &other, 1, MSG, strlen(MSG) };
+        f.obs.on_request(f.obs.userdata, &call, &req, &v);
+        cr_expect_eq(v.status, 0, "%s", v.message ?: "");
+        free(v.body);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 0);
+        teardown(&f);
+}
+
 /* A request member that lets the provider bill beyond tokens in a way the gateway cannot
  * meter (xAI's Live Search, a tool type or an OpenRouter plugin it does not know) was relayed
  * under a cost cap as if free. It is refused (403, naming it) under a cost cap, before the
@@ -1277,6 +1379,9 @@ Test(supervisor_llm, unmetered_billing_refused_under_a_cost_cap)
                 "{\"model\":\"claude-test\",\"messages\":[],\"tools\":[{\"type\":\"collections_search\"}]}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"plugins\":[{\"id\":\"moderation\"}]}",
                 "{\"model\":\"claude-test\",\"messages\":[],\"service_tier\":\"priority\"}",
+                /* Anthropic's US-only inference: 1.1 times the price, for its models since Opus 4.6. */
+                "{\"model\":\"claude-test\",\"messages\":[],\"inference_geo\":\"us\"}",
+                "{\"model\":\"claude-test\",\"messages\":[],\"inference_geo\":1}",
         };
         for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
                 Fixture f;
