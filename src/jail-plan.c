@@ -737,6 +737,7 @@ static int plan_seccomp(Run *run)
                 .notify = p->seccomp_log,
                 .allow_netlink = p->allow_netlink,
                 .fixed_core = !p->core,
+                .no_inet6 = !aj_seccomp_host_inet6("/proc/net/protocols"),
         };
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
