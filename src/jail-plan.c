@@ -737,6 +737,7 @@ static int plan_seccomp(Run *run)
                 .notify = p->seccomp_log,
                 .allow_netlink = p->allow_netlink,
                 .fixed_core = !p->core,
+                .no_inet6 = !aj_seccomp_host_inet6("/proc/net/protocols"),
         };
         _cleanup_free_ char *cache = NULL;
         if (asprintf(&cache, "%s/cache/seccomp", run->paths.state_root) < 0)
@@ -758,16 +759,20 @@ static int plan_seccomp(Run *run)
  * host's namespace only): on a host whose hard limit is 0 (limits.conf's "hard core 0", a
  * common hardening) every run failed to start. So the supervisor raises the hard limit of
  * the jail's init (cloned already, waiting for JOINED before it sets its limits) to 1 first,
- * its soft limit as it was. Where it cannot (rootless, or no CAP_SYS_RESOURCE) the jail's
- * limit is 0, which keeps no piped core_pattern's helper from starting: with such a pattern
+ * its soft limit as it was. Where it cannot (that hard limit 0, and no CAP_SYS_RESOURCE) the
+ * jail's limit is 0, which keeps no piped core_pattern's helper from starting: with such a pattern
  * the run does not start unless "limits" is in allow_degraded (then it is recorded).
  */
 static rlim_t jail_core_limit(pid_t jail)
 {
-        /* The init has our limits (cloned with them, ours unchanged since). Reading its own
-         * with prlimit would need CAP_SYS_RESOURCE too (its ids are not ours). */
-        struct rlimit rl = {};
-        if (getrlimit(RLIMIT_CORE, &rl) == 0 && rl.rlim_max >= 1)
+        /* The init's limit is ours, inherited at the clone and untouched until JOINED: read
+         * here, not through prlimit(jail), which needs CAP_SYS_RESOURCE (the init's ids are not
+         * ours) where none is needed to lower a hard limit of 1 or more (rootless, a container
+         * without that capability: the limit was 0 then, and a piped pattern refused the run). */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_CORE, &rl) < 0)
+                return 0;
+        if (rl.rlim_max >= 1)
                 return 1;
         rl.rlim_max = 1;
         return prlimit(jail, RLIMIT_CORE, &rl, NULL) == 0 ? 1 : 0;

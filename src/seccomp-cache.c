@@ -78,8 +78,9 @@ static int cache_key(const AjSeccompSpec *spec, const SeccompPlan *plan, const A
         aj_sha256_update(&c, in->build_id, in->build_id_len);
 
         char buf[256];
-        int n = snprintf(buf, sizeof(buf), "base=%s notify=%d netlink=%d arch=%u", spec->base ? spec->base : "default",
-                         plan->notify, plan->allow_netlink, seccomp_arch_native());
+        int n = snprintf(buf, sizeof(buf), "base=%s notify=%d netlink=%d no_inet6=%d arch=%u",
+                         spec->base ? spec->base : "default", plan->notify, plan->allow_netlink, plan->no_inet6,
+                         seccomp_arch_native());
         aj_sha256_update(&c, buf, (size_t)n + 1);
         int r = digest_names(&c, "deny", spec->deny);
         if (r < 0)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <seccomp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -272,6 +273,19 @@ static const SocketBuiltin socket_builtin[] = {
 };
 /* clang-format on */
 
+bool aj_seccomp_host_inet6(const char *protocols)
+{
+        FILE *f = fopen(protocols, "re");
+        if (!f)
+                return false;
+        bool found = false;
+        char line[256];
+        while (!found && fgets(line, sizeof(line), f))
+                found = strncmp(line, "TCPv6 ", 6) == 0;
+        fclose(f);
+        return found;
+}
+
 bool aj_seccomp_socket_builtin(uint64_t family, uint64_t type, uint64_t protocol)
 {
         for (size_t i = 0; i < ARRAY_SIZE(socket_builtin); i++) {
@@ -332,7 +346,7 @@ int aj_seccomp_plan_build(const AjSeccompSpec *spec, SeccompPlan *ret, AjError *
                 return aj_error_set(ret_error, -EINVAL, "seccomp.default: unknown base filter '%s'", spec->base);
         }
 
-        SeccompPlan plan = { .notify = spec->notify, .allow_netlink = spec->allow_netlink };
+        SeccompPlan plan = { .notify = spec->notify, .allow_netlink = spec->allow_netlink, .no_inet6 = spec->no_inet6 };
         for (size_t i = 0; i < ARRAY_SIZE(base_allow); i++)
                 plan_set(&plan, base_allow[i], RULE_ALLOW);
 #if defined(__x86_64__)
@@ -406,14 +420,22 @@ static int add_allow_lo32_in(scmp_filter_ctx ctx, int nr, unsigned arg, const ui
  * outside the jail's cgroup, namespaces and limits, once per call while no module answers
  * (a loop of such calls kept the host forking modprobe), and loads what it finds: kernel code
  * the host's owner never chose. SOCK_RAW matches every protocol without a module, and then
- * needs CAP_NET_RAW, which the jail lacks.
+ * needs CAP_NET_RAW, which the jail lacks. A family the kernel has not registered is asked
+ * of modprobe first, in __sock_create(), for any type: AF_INET6 where IPv6 is built but
+ * booted disabled (ipv6.disable=1, a common hardening) or a module not loaded, on every call
+ * (every program that tries IPv6 first); then it is EAFNOSUPPORT here, what the kernel says.
  */
-static int add_socket_rules(scmp_filter_ctx ctx, int nr, bool allow_netlink)
+static int add_socket_rules(scmp_filter_ctx ctx, int nr, const SeccompPlan *plan)
 {
         uint32_t plain[] = { AF_UNIX, AF_NETLINK };
-        int r = add_allow_lo32_in(ctx, nr, 0, plain, allow_netlink ? 2 : 1);
+        int r = add_allow_lo32_in(ctx, nr, 0, plain, plan->allow_netlink ? 2 : 1);
+        if (r >= 0 && plan->no_inet6)
+                r = seccomp_rule_add_exact(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), nr, 1,
+                                           SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, AF_INET6));
         for (size_t i = 0; r >= 0 && i < ARRAY_SIZE(socket_builtin); i++) {
                 const SocketBuiltin *b = &socket_builtin[i];
+                if (plan->no_inet6 && b->family == AF_INET6)
+                        continue;
                 if (b->any_protocol)
                         r = seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 2,
                                                    SCMP_A0_64(SCMP_CMP_MASKED_EQ, UINT32_MAX, b->family),
@@ -460,7 +482,7 @@ static int add_rule(scmp_filter_ctx ctx, const SeccompPlan *plan, int nr)
                 return seccomp_rule_add_exact(ctx, SCMP_ACT_ALLOW, nr, 1,
                                               SCMP_A0_64(SCMP_CMP_MASKED_EQ, CLONE_NAMESPACE_FLAGS, 0));
         case RULE_SOCKET_FAMILY:
-                return add_socket_rules(ctx, nr, plan->allow_netlink);
+                return add_socket_rules(ctx, nr, plan);
         case RULE_SOCKETPAIR: {
                 uint32_t family = AF_UNIX;
                 return add_allow_lo32_in(ctx, nr, 0, &family, 1);

@@ -22,7 +22,15 @@ typedef struct {
         bool notify;        /* denials go to the supervisor (SCMP_ACT_NOTIFY) instead of a bare EPERM */
         bool allow_netlink; /* socket(AF_NETLINK, ...) permitted */
         bool fixed_core;    /* RLIMIT_CORE stays as the jail's init set it (a set: 0, no effect) */
+        /* The host's kernel has no AF_INET6 (aj_seccomp_host_inet6 false): socket(AF_INET6, ...)
+         * is EAFNOSUPPORT here, before the kernel's modprobe for it. */
+        bool no_inet6;
 } AjSeccompSpec;
+
+/* Whether the host's kernel has AF_INET6 registered: its TCPv6 is in `protocols`
+ * (/proc/net/protocols, a list global to the kernel). Built but booted with ipv6.disable=1, or
+ * a module not loaded, it has not; a file that cannot be read counts as not (fail closed). */
+bool aj_seccomp_host_inet6(const char *protocols);
 
 typedef struct {
         struct sock_filter *filter;

@@ -42,6 +42,7 @@ typedef struct {
         uint8_t rule[PLAN_NR_MAX];
         bool notify;
         bool allow_netlink;
+        bool no_inet6;
 } SeccompPlan;
 
 /* Mode bits and flags the RestrictSUIDSGID rules look at (seccomp-filter.c says why). */

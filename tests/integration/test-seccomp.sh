@@ -266,6 +266,20 @@ isnt "$(pval swap)" 0 "a prlimit64 that would set it and fill in the old one is 
 ev=$(events_of seccomp.denied "$JAIL_RUN_DIR" | jq -c 'select(.syscall == "prlimit64")' | head -1)
 is "$(jq -r .hint <<<"$ev" 2>/dev/null)" "the core dump limit (limits.core is false)" \
         "the refused change is recorded with its reason" || diag "$(cat "$JAIL_RUN_DIR/events.jsonl")"
+# Without CAP_SYS_RESOURCE (a container that drops it; rootless) a hard limit of 1 or more is
+# still the jail's to lower to 1: the supervisor asked for the init's limit by prlimit(), which
+# that capability guards, and took its refusal for a hard limit of 0 (the limit was 0, and a
+# piped core_pattern refused every run).
+if (ulimit -H -c 1) 2>/dev/null; then
+        printf '#!/bin/sh\nexec setpriv --inh-caps=-sys_resource --bounding-set=-sys_resource -- "%s" "$@"\n' \
+                "$AGENTJAIL" >"$TEST_TMP/agentjail-no-sys-resource"
+        chmod +x "$TEST_TMP/agentjail-no-sys-resource"
+        AGENTJAIL=$TEST_TMP/agentjail-no-sys-resource run_jail -- /bin/sh -c 'awk "/^Max core file size/ { print \"core=\" \$5 \"/\" \$6 }" /proc/self/limits'
+        is "$JAIL_RC/$(pval core)" "0/1/1" "without CAP_SYS_RESOURCE the jail's RLIMIT_CORE is still 1 byte" ||
+                jail_diag
+else
+        pass "without CAP_SYS_RESOURCE the jail's RLIMIT_CORE is still 1 byte (this shell's hard limit is 0: above)"
+fi
 run_jail -- /bin/bash -c 'ulimit -c 0; echo ok'
 is "$JAIL_RC/$JAIL_OUT" "0/ok" "bash -c 'ulimit -c 0; echo ok' succeeds in a jail" || jail_diag
 CORE=$(write_profile core '{"extends": "default", "limits": {"core": true}}')

@@ -81,10 +81,8 @@ Test(seccomp_build, spec_changes_change_program)
         char *deny_getcwd[] = { "getcwd", NULL };
         char *allow_ptrace[] = { "ptrace", NULL };
         const AjSeccompSpec variants[] = {
-                { .notify = true },
-                { .allow_netlink = true },
-                { .deny = deny_getcwd },
-                { .allow = allow_ptrace },
+                { .notify = true },      { .allow_netlink = true }, { .no_inet6 = true },
+                { .deny = deny_getcwd }, { .allow = allow_ptrace },
         };
         AjSeccompSpec base = {};
         AjBpfProgram def = {};
@@ -714,6 +712,54 @@ Test(seccomp_live, no_socket_has_the_host_load_a_module)
                          "a protocol or type the kernel would load a module for");
         d.args[0] = AF_PACKET;
         cr_expect_null(aj_seccomp_denial_hint(&d));
+}
+
+static long s_inet6_stream(void) { return sock3(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0); }
+static long s_inet6_dgram_udp(void) { return sock3(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP); }
+static long s_inet6_high(void) { return sock3(AF_INET6 | 1UL << 32, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+
+/* A family the host's kernel has not registered has __sock_create() ask modprobe for it, for
+ * any type or protocol, on every call: AF_INET6 booted with ipv6.disable=1 (or a module not
+ * loaded), which every program trying IPv6 first calls. Then the filter answers as the kernel
+ * would, EAFNOSUPPORT, and modprobe is never asked; AF_INET stays. */
+Test(seccomp_live, a_host_without_inet6_has_no_modprobe_for_it)
+{
+        static const Probe probes[] = {
+                { "socket(AF_INET6, SOCK_STREAM, 0)", s_inet6_stream, EAFNOSUPPORT, false },
+                { "socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP)", s_inet6_dgram_udp, EAFNOSUPPORT, false },
+                { "socket(AF_INET6 | 1 << 32, SOCK_DGRAM, 0)", s_inet6_high, EAFNOSUPPORT, false },
+                { "socket(AF_INET, SOCK_STREAM, 0)", s_inet_stream, 0, false },
+                { "socket(AF_UNIX)", a_socket_unix, 0, false },
+        };
+        expect_probes(&(AjSeccompSpec){ .no_inet6 = true }, probes, ARRAY_SIZE(probes));
+}
+
+/* Told from /proc/net/protocols (TCPv6 registered or not); a file that cannot be read: none. */
+Test(seccomp_build, host_inet6_from_the_kernels_protocols)
+{
+        char dir[] = "/tmp/agentjail-test-inet6.XXXXXX", path[64];
+        cr_assert_not_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/protocols", dir);
+        static const char with[] = "protocol  size sockets  memory press maxhdr  slab module\n"
+                                   "MPTCPv6   2064      0      92   no       0   yes  kernel\n"
+                                   "TCPv6     2432      0      92   no     320   yes  kernel\n"
+                                   "TCP       2272      4      92   no     320   yes  kernel\n";
+        static const char without[] = "protocol  size sockets  memory press maxhdr  slab module\n"
+                                      "MPTCPv6   2064      0      92   no       0   yes  kernel\n"
+                                      "TCP       2272      4      92   no     320   yes  kernel\n";
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs(with, f);
+        fclose(f);
+        cr_expect(aj_seccomp_host_inet6(path), "TCPv6 listed: the host has AF_INET6");
+        f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs(without, f);
+        fclose(f);
+        cr_expect_not(aj_seccomp_host_inet6(path), "no TCPv6 (MPTCPv6 is not it): the host has no AF_INET6");
+        unlink(path);
+        cr_expect_not(aj_seccomp_host_inet6(path), "no file: counted as none (fail closed)");
+        rmdir(dir);
 }
 
 /* ---- limits.core false: RLIMIT_CORE kept at the jail's 1 byte ---- */

@@ -98,6 +98,17 @@ if command -v setpriv >/dev/null; then
         is "$(head -n 1 <<<"$JAIL_OUT")" 0/0 "with limits in allow_degraded it runs, its limit 0" || jail_diag
         like "$(events_of degraded)" 'core_pattern' "... and records the degradation" || jail_diag
         cmp_num "$(runs core)" -ge 1 "... whose crash then does start the host's helper (what the record says)"
+        # A hard limit of 1 or more needs no CAP_SYS_RESOURCE to be the jail's 1: the supervisor
+        # took a refused prlimit() of the init's limit for a hard limit of 0, and refused this run.
+        printf '#!/bin/sh\nexec setpriv --bounding-set -sys_resource -- "%s" "$@"\n' "$AGENTJAIL_REAL" >"$TEST_TMP/nocap1"
+        chmod 0755 "$TEST_TMP/nocap1"
+        AGENTJAIL=$TEST_TMP/nocap1
+        : >"$LOG"
+        run_jail -- /bin/sh -c 'grep "^Max core" /proc/self/limits | tr -s " " | cut -d " " -f 5,6 | tr " " /; kill -SEGV $$'
+        is "$(head -n 1 <<<"$JAIL_OUT")" 1/1 \
+                "no CAP_SYS_RESOURCE, a hard limit above 0 and a piped core_pattern: the run starts, its limit 1 byte" ||
+                jail_diag
+        is "$(runs core)" 0 "... and its crash starts no helper" || diag "$(cat "$LOG")"
         AGENTJAIL=$AGENTJAIL_REAL
 else
         diag "no setpriv: the run without CAP_SYS_RESOURCE is not tried"
@@ -107,6 +118,23 @@ fi
 run_jail -- python3 -c "$SOCKETS"
 is "$(pval errno)" 1 "an unknown protocol's socket is refused in the jail (EPERM)" || jail_diag
 is "$(runs modprobe)" 0 "no socket of the jail started modprobe on the host" || diag "$(cat "$LOG")"
+
+# A family the kernel has not registered is asked of modprobe in __sock_create(), for any type:
+# AF_INET6 on a kernel booted with ipv6.disable=1 (AGENTJAIL_VM_APPEND), on every call. The
+# filter answers EAFNOSUPPORT for it there; where the kernel has it, the socket is made.
+INET6='import socket
+for i in range(3):
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+        print("errno=0")
+    except OSError as e:
+        print("errno=%d" % e.errno)'
+if grep -q '^TCPv6 ' /proc/net/protocols; then want=0; else want=97; fi
+: >"$LOG"
+run_jail -- python3 -c "$INET6"
+is "$(pval errno)" "$want" "an AF_INET6 socket in the jail: made, or EAFNOSUPPORT where the kernel has none (errno $want here)" ||
+        jail_diag
+is "$(runs modprobe)" 0 "... and no modprobe on the host for it" || diag "$(cat "$LOG")"
 
 # Not filtered (a file's first bytes, which no syscall rule sees): an exec of a format no
 # handler knows has the kernel ask modprobe for "binfmt-XXXX" where it still does (kernels
