@@ -996,6 +996,10 @@ const OpenAI = OpenAIMod.default || OpenAIMod.OpenAI || OpenAIMod;
   console.log("openai-stream=" + text);
   const r = await o.responses.create({ model: "gpt-test", input: "hi", max_output_tokens: 10 });
   console.log("responses=" + r.output_text + " in=" + r.usage.input_tokens);
+  // The key's reach: the model list goes, the account's files do not (403).
+  const status = async (p) => { try { return (await p.asResponse()).status; } catch (e) { return e.status; } };
+  console.log("models=" + (await status(a.models.list())) + "," + (await status(o.models.list())));
+  console.log("files=" + (await status(a.get("/v1/files"))) + "," + (await status(o.files.list())));
 })().catch((e) => { console.log("error=" + e); process.exit(1); });
 JS
         run_jail -p "$P" -- node sdk.js
@@ -1006,6 +1010,8 @@ JS
         like "$JAIL_OUT" "openai-stream=Hello!" "openai: a chat stream through the gateway"
         unlike "$JAIL_OUT" "usage chunk seen" "openai: the usage chunk it did not ask for is hidden"
         like "$JAIL_OUT" "responses=Hello! in=20" "openai: responses.create through the gateway"
+        like "$JAIL_OUT" "models=200,200" "both SDKs list the models through the gateway"
+        like "$JAIL_OUT" "files=403,403" "... and get 403 listing the account's files (the key's reach)"
         is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "the SDKs' calls metered exactly"
         is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" 56 "run.json: the SDK's Anthropic input tokens"
 fi

@@ -347,6 +347,22 @@ static void send_chunk(int fd, const char *s)
         cr_assert_eq(send(fd, b, (size_t)n, MSG_NOSIGNAL), n);
 }
 
+/* A relay serving one provider, "fake", at http://127.0.0.1:PORT`base` (its listening socket
+ * in *ret_pl), itself listening on *ret_gport. */
+static AjGateway *relay_to_local(const char *base, const AjGatewayObserver *obs, int *ret_pl, uint16_t *ret_gport)
+{
+        uint16_t pport;
+        *ret_pl = listen_local(&pport);
+        int gl = listen_local(ret_gport);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)pport, base);
+        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        AjGateway *gw = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_gateway_new(gl, &p, 1, obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        return gw;
+}
+
 /* An agent connected to the gateway at `gport`, having sent `rq`. */
 static int agent_connect(uint16_t gport, const char *rq)
 {
@@ -383,16 +399,10 @@ static int provider_reads(AjGateway *gw, int pl, const char *until, char *got, s
 static Seen agent_leaves(bool whole, bool rst, bool first)
 {
         Seen seen = { 0 };
-        uint16_t pport, gport;
-        int pl = listen_local(&pport);
-        int gl = listen_local(&gport);
-        char url[64];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)pport);
-        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        uint16_t gport;
+        int pl;
         AjGatewayObserver obs = { .userdata = &seen, .on_response_bytes = seen_bytes, .on_done = seen_done };
-        AjGateway *gw = NULL;
-        _cleanup_(aj_error_clear) AjError err = {};
-        cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        AjGateway *gw = relay_to_local("", &obs, &pl, &gport);
 
         int agent = agent_connect(gport, "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
 
@@ -584,17 +594,11 @@ static size_t agent_reads(AjGateway *gw, int agent, const char *until, char *got
  * never reaches the provider (not even a connection). */
 Test(gateway_relay, a_request_not_admitted_never_reaches_the_provider)
 {
-        uint16_t pport, gport;
-        int pl = listen_local(&pport);
-        int gl = listen_local(&gport);
-        char url[64];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%u/base", (unsigned)pport);
-        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        uint16_t gport;
+        int pl;
         Admission a = {};
         AjGatewayObserver obs = { .userdata = &a, .admit = admit_all_but_files, .on_refused = admission_refused };
-        AjGateway *gw = NULL;
-        _cleanup_(aj_error_clear) AjError err = {};
-        cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        AjGateway *gw = relay_to_local("/base", &obs, &pl, &gport);
 
         /* A body announced and never sent: refused on its head alone. */
         int agent = agent_connect(gport,

@@ -1507,9 +1507,8 @@ Test(profile, llm_provider_paths, .init = isolate)
                                       "keys.json", &r, &err),
                      0);
         cr_expect_null(r);
-        cr_expect(err.message &&
-                          strncmp(err.message, "keys.json:2:3: llm.providers.openai.paths[0]: dot segments", 59) == 0,
-                  "%s", err.message ?: "");
+        const char *want = "keys.json:2:3: llm.providers.openai.paths[0]: dot segments";
+        cr_expect(err.message && strncmp(err.message, want, strlen(want)) == 0, "%s", err.message ?: "");
         aj_error_clear(&err);
 }
 
