@@ -12,10 +12,11 @@
  *
  * Besides those, the profile's llm.providers.NAME.paths: "METHOD /path" rules the operator
  * opens deliberately, METHOD an HTTP method or "*" for any, a path segment that is '*'
- * alone matching any one segment (any file's content: GET /v1/files/STAR/content). A request's path is matched as the
- * gateway serves it: canonical (aj_gw_target_not_canonical(): no percent-escapes, dot or
- * empty segments; anything else matches nothing), its query and one trailing '/' aside,
- * ignoring letter case as the classifier does. The method is matched exactly. Pure.
+ * alone matching any one segment (any file's content: GET /v1/files/STAR/content). A
+ * request's path is matched as the gateway serves it: canonical (aj_gw_target_not_canonical():
+ * no percent-escapes, dot or empty segments; anything else matches nothing), its query and
+ * one trailing '/' aside, ignoring letter case as the classifier does. The method is matched
+ * exactly. Pure.
  */
 #pragma once
 
