@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/key-paths.h"
 #include "profile-internal.h"
 #include "util/parse.h"
+#include "util/strv.h"
 
 #define MAX_PROVIDER_NAME 32
 #define MAX_URL 2048
@@ -132,12 +134,31 @@ static int check_host_file(Check *c, json_t *v)
         return 0;
 }
 
+static int check_key_path(Check *c, json_t *v)
+{
+        const char *problem = aj_key_path_rule_problem(json_string_value(v));
+        if (problem)
+                return check_fail(c, AJ_JSON_AT_VALUE, "%s, got %s", problem, GOT(v));
+        return 0;
+}
+
+static int check_key_paths(Check *c, json_t *v)
+{
+        if (json_is_array(v) && json_array_size(v) > AJ_KEY_PATHS_MAX)
+                return check_fail(c, AJ_JSON_AT_VALUE, "too many paths (at most %d)", AJ_KEY_PATHS_MAX);
+        return check_string_array(c, v, check_key_path);
+}
+
 static int check_provider(Check *c, json_t *v, const char *name)
 {
         static const Field fields[] = {
-                { "api", check_api },           { "url", check_url },
-                { "key_env", check_key_env },   { "key_file", check_host_file },
-                { "ca_file", check_host_file }, {},
+                { "api", check_api },
+                { "url", check_url },
+                { "key_env", check_key_env },
+                { "key_file", check_host_file },
+                { "ca_file", check_host_file },
+                { "paths", check_key_paths },
+                {},
         };
         int r = check_object(c, v, fields);
         if (r < 0)
@@ -237,7 +258,8 @@ static int provider_set(AjLlmProvider *dst, const char *name, const AjLlmProvide
 {
         json_t *api = json_object_get(v, "api"), *url = json_object_get(v, "url");
         json_t *key_env = json_object_get(v, "key_env"), *key_file = json_object_get(v, "key_file");
-        json_t *ca = json_object_get(v, "ca_file");
+        json_t *ca = json_object_get(v, "ca_file"), *paths = json_object_get(v, "paths"), *e;
+        size_t i;
 
         *dst = (AjLlmProvider){ .api = def ? def->api : AJ_LLM_PROVIDER_ANTHROPIC };
         if (api)
@@ -250,6 +272,9 @@ static int provider_set(AjLlmProvider *dst, const char *name, const AjLlmProvide
                 dst->key_env = strdup(key_env ? json_string_value(key_env) : def->key_env);
         if (ca)
                 dst->ca_file = strdup(json_string_value(ca));
+        json_array_foreach (paths, i, e)
+                if (aj_strv_push(&dst->paths, json_string_value(e)) < 0)
+                        return -ENOMEM;
         if (!dst->name || !dst->url || (!dst->key_file && !dst->key_env) || (ca && !dst->ca_file))
                 return -ENOMEM;
         return 0;
@@ -298,6 +323,14 @@ int llm_to_json(const AjProfile *p, json_t *root)
                     (pr->key_file && json_object_set_new(e, "key_file", json_string(pr->key_file)) < 0) ||
                     (pr->ca_file && json_object_set_new(e, "ca_file", json_string(pr->ca_file)) < 0))
                         return -ENOMEM;
+                /* Shown only when set, as provider_fetch: a profile opening none resolves (and
+                 * digests) as before the key existed. */
+                json_t *paths = pr->paths ? json_array() : NULL;
+                if (pr->paths && (!paths || json_object_set_new(e, "paths", paths) < 0))
+                        return -ENOMEM;
+                for (size_t j = 0; paths && pr->paths[j]; j++)
+                        if (json_array_append_new(paths, json_string(pr->paths[j])) < 0)
+                                return -ENOMEM;
         }
         if (json_object_set_new(llm, "record", json_string(aj_llm_record_name(p->llm_record))) < 0 ||
             json_object_set_new(llm, "record_bytes", json_integer((json_int_t)p->llm_record_bytes)) < 0)
@@ -314,6 +347,7 @@ void llm_free(AjProfile *p)
         for (size_t i = 0; i < p->n_llm_providers; i++) {
                 AjLlmProvider *pr = &p->llm_providers[i];
                 free(pr->name), free(pr->url), free(pr->key_env), free(pr->key_file), free(pr->ca_file);
+                aj_strv_free(pr->paths);
         }
         free(p->llm_providers);
         p->llm_providers = NULL;

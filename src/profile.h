@@ -78,6 +78,9 @@ typedef struct {
         char *key_env;  /* the key from agentjail's environment (never passed on), or */
         char *key_file; /* from this host file */
         char *ca_file;  /* extra CA certificates to trust for url (NULL: the system store only) */
+        /* "paths": "METHOD /path" rules the key is sent to besides the default set
+         * (src/gateway/key-paths.h); NULL-terminated, NULL when none */
+        char **paths;
 } AjLlmProvider;
 
 const char *aj_llm_provider_api_name(AjLlmProviderApi api);

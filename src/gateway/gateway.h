@@ -112,6 +112,14 @@ int aj_gateway_sink_write(AjGatewaySink *sink, const void *buf, size_t n);
 /* Every callback is optional. on_done is called once for every call on_request saw. */
 typedef struct {
         void *userdata;
+        /* Whether a routed request may go to its provider at all, asked as soon as its head is
+         * read (before its body): `path` is its target under the provider's prefix, canonical
+         * (aj_gw_target_not_canonical()), query included ("/v1/files?x" of "/openai/v1/files?x",
+         * "/" for the prefix itself). A verdict with a status refuses it (its status, error_type
+         * and message are read): the agent gets it in the provider's shape, on_refused sees it,
+         * nothing reaches the provider, and the connection closes. NULL: every request may. */
+        void (*admit)(void *userdata, const AjGatewayProvider *provider, const char *method, const char *path,
+                      AjGatewayVerdict *verdict);
         void (*on_request)(void *userdata, AjGatewayCall *call, const AjGatewayRequest *req, AjGatewayVerdict *verdict);
         void (*on_response_head)(void *userdata, AjGatewayCall *call, unsigned status, const AjGwHeader *headers,
                                  size_t n_headers);

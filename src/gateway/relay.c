@@ -499,6 +499,15 @@ static int request_begin(GwConn *c)
                 c->path = NULL;
         if (!c->path)
                 return -ENOMEM;
+        if (gw->obs.admit) {
+                AjGatewayVerdict v = { 0 };
+                gw->obs.admit(gw->obs.userdata, &p->pub, c->method, c->path + strlen(p->base_path), &v);
+                v.message[sizeof(v.message) - 1] = 0;
+                if (v.status)
+                        return gw_conn_refuse(c, (int)p->pub.api, v.status,
+                                              v.error_type ? v.error_type : "permission_error", NULL,
+                                              v.message[0] ? v.message : "refused by agentjail");
+        }
         if (c->rq.body == AJ_GW_BODY_LENGTH && c->rq.content_length > gw->opts.max_body)
                 return gw_conn_refuse(c, (int)p->pub.api, 413, "request_too_large", NULL,
                                       "agentjail gateway: request body too large");

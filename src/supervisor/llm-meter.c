@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "agentjail/broker.h"
+#include "gateway/key-paths.h"
 #include "gateway/usage.h"
 #include "log.h"
 #include "supervisor/llm.h"
@@ -1003,6 +1004,29 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         aj_gateway_release_memory(response_bytes > SIZE_MAX ? SIZE_MAX : (size_t)response_bytes);
 }
 
+/* The key goes where the provider's default paths and the profile's opened ones say
+ * (key-paths.h); anything else is refused before its body is read, and the agent is told
+ * which profile field opens it. */
+static void admit(void *userdata, const AjGatewayProvider *pr, const char *method, const char *path,
+                  AjGatewayVerdict *v)
+{
+        AjSupLlm *l = userdata;
+        char *const *rules = NULL;
+        for (size_t i = 0; i < l->n_providers; i++)
+                if (streq(l->names[i], pr->name))
+                        rules = l->paths[i];
+        if (aj_key_path_allowed(pr->api, rules, method, path))
+                return;
+        int n = (int)strcspn(path, "?");
+        n = n > 128 ? 128 : n;
+        char what[448];
+        snprintf(what, sizeof(what),
+                 "%.16s %.*s is not a model call or a model list: the provider's key is not sent there; the "
+                 "profile's llm.providers.%s.paths opens it (\"%.16s %.*s\")",
+                 method, n, path, pr->name, method, n, path);
+        refuse(v, pr, 403, "agentjail gateway", what);
+}
+
 /* The gateway's own answers, outside any call (a request it could not parse or route, a
  * body past its bounds): nothing reached a provider or the meter, but the log says what
  * the agent tried and what it was told. */
@@ -1018,6 +1042,7 @@ void aj_sup_llm_observer(AjSupLlm *l, AjGatewayObserver *ret)
 {
         *ret = (AjGatewayObserver){
                 .userdata = l,
+                .admit = admit,
                 .on_request = on_request,
                 .on_response_head = on_response_head,
                 .on_response_bytes = on_response_bytes,

@@ -268,7 +268,8 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
                 }
                 l->names[i] = strdup(pr->name);
                 l->urls[i] = strdup(pr->url);
-                if (!l->names[i] || !l->urls[i] || (pr->ca_file && !(l->ca_files[i] = strdup(pr->ca_file)))) {
+                if (!l->names[i] || !l->urls[i] || (pr->ca_file && !(l->ca_files[i] = strdup(pr->ca_file))) ||
+                    (pr->paths && !(l->paths[i] = aj_strv_copy(pr->paths)))) {
                         wipe_key_envs(p);
                         return -ENOMEM;
                 }
@@ -332,6 +333,8 @@ void aj_sup_llm_done(AjSupLlm *l)
                 free(l->urls[i]);
                 free(l->ca_files[i]);
                 l->keys[i] = l->names[i] = l->urls[i] = l->ca_files[i] = NULL;
+                aj_strv_free(l->paths[i]);
+                l->paths[i] = NULL;
                 if (l->key_fd_set && l->key_fd[i] >= 0) {
                         close(l->key_fd[i]);
                         l->key_fd[i] = -1;

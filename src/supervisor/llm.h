@@ -83,6 +83,7 @@ typedef struct {
         char *names[AJ_LLM_MAX_PROVIDERS];
         char *urls[AJ_LLM_MAX_PROVIDERS];
         char *ca_files[AJ_LLM_MAX_PROVIDERS];
+        char **paths[AJ_LLM_MAX_PROVIDERS]; /* llm.providers.NAME.paths: opened besides the default set */
         AjGateway *gw;
         AjLoopIo *io;
         json_t *summary;       /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */

@@ -89,6 +89,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, responses_body("gpt-test", "completed"))
         self.send_json(200, {"ok": True})
 
+    def do_DELETE(self):
+        # The account's data (a file), which the gateway sends the key to only where a profile opens it.
+        n = int(self.headers.get("Content-Length", "0"))
+        self.record(self.rfile.read(n))
+        self.send_json(200, {"id": self.path.rsplit("/", 1)[-1], "deleted": True})
+
     def do_HEAD(self):
         # Claude Code's connectivity check at startup.
         self.record(b"")

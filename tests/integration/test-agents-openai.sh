@@ -105,6 +105,8 @@ like "$JAIL_OUT" "OPENAI_API_KEY=agentjail-gateway-" "the jail's environment, pr
 unlike "$JAIL_OUT" "$OKEY" "... has the real key in none of its variables"
 n1=$(records)
 is "$((n1 - n0))" 2 "the fake provider got the SDK's two Responses calls (the function_call, then the answer)"
+is "$(events_of llm.refused | jq -c '[.method, .path, .status, .reason]')" "" \
+        "none of the app's requests was refused by the gateway (the key's default reach)"
 LAST=$(grep '"path": "/v1/responses"' "$T/record" | tail -1)
 is "$(jq -r .body <<<"$LAST" | jq -c '[.input[] | select(.type == "function_call_output") | .output]')" \
         '["saved 14 characters to note.txt"]' "the last request carries the tool's output"
@@ -250,6 +252,9 @@ like "$JAIL_OUT" "RESULT 2: .*host-secret.txt: No such file" "a host file outsid
 unlike "$(cat "$T/record")" "$SECRET" "... its content never reached the model"
 n1=$(records)
 is "$((n1 - n0))" 3 "the fake provider got Codex's three Responses calls (a function_call per command, then the answer)"
+is "$(events_of llm.refused | jq -c '[.method, .path, .status, .reason]')" "" \
+        "none of Codex's requests was refused by the gateway (the key's default reach)"
+diag "what the apps asked of the provider: $(jq -r '.method + " " + (.path | sub("\\?.*"; ""))' "$T/record" | sort | uniq -c | paste -sd, -)"
 LAST=$(grep '"path": "/v1/responses"' "$T/record" | tail -1)
 like "$(jq -c '.headers[] | select(.[0] | ascii_downcase == "authorization") | .[1]' <<<"$LAST")" "\"Bearer $OKEY\"" \
         "the gateway put the real key on Codex's requests"

@@ -129,6 +129,10 @@ is "$(cat "$WORKSPACE/made.txt" 2>/dev/null)" made-by-claude "the file the Bash 
 like "$JAIL_OUT" "RESULT 2 \(error\):.*host-secret.txt: No such file" "a host file outside the jail's view: not there for the Bash tool"
 unlike "$(cat "$T/record")" "$SECRET" "... its content never reached the model"
 like "$JAIL_OUT" "RESULT 3 \(error\):.*(Network is unreachable|Errno 101)" "the network (the provider's own host, directly): unreachable for the Bash tool"
+# The key's reach (docs/gateway.md): what Claude Code asks of its provider is in the default set.
+is "$(events_of llm.refused | jq -c '[.method, .path, .status, .reason]')" "" \
+        "none of Claude Code's requests was refused by the gateway (its HEAD / and model calls are the key's default reach)"
+diag "what Claude Code asked of the provider: $(jq -r '.method + " " + (.path | sub("\\?.*"; ""))' "$T/record" | sort | uniq -c | paste -sd, -)"
 unlike "$JAIL_OUT" "connected" "... no connection was made"
 # What reached the provider: the model calls through the gateway, the real key, the
 # tool_results in the conversation.

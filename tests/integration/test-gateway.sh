@@ -20,7 +20,9 @@
 # OpenRouter's web plugin, a stored prompt's tools, Anthropic's code execution and web_fetch
 # max_uses are reserved, and a code interpreter container the provider starts itself counted;
 # a request letting the provider fetch for the agent (web_fetch, an MCP server) outside the
-# network allowlist is refused unless llm.provider_fetch.
+# network allowlist is refused unless llm.provider_fetch; the key goes to the model calls and
+# the model list only (the account's files, listed or deleted, a stored response, the batch
+# API: 403, llm.refused, never at the provider) unless llm.providers.NAME.paths opens a path.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -630,8 +632,11 @@ is "$JAIL_RC" 0 "... a refusal, not a breach"
 # --- provider-side fetching (docs/gateway.md): a jail without network.allow cannot have the
 # provider fetch for it (Anthropic's web_fetch, an MCP server, in a batch too), caps or none;
 # llm.provider_fetch lets it, and the event names what it let through
+# (PKO opens the batch API: a batch's requests are judged as a call's)
+PKO=$(write_profile gwopen '{"extends": "./gwkill.json", "llm": {"providers": {
+        "anthropic": {"paths": ["POST /v1/messages/batches"]}, "openai": {"paths": ["GET /v1/responses/*"]}}}}')
 n0=$(records)
-run_jail -p "$PK" -- python3 gwcap.py web-fetch mcp-server batch-fetch
+run_jail -p "$PKO" -- python3 gwcap.py web-fetch mcp-server batch-fetch
 like "$JAIL_OUT" 'web-fetch=403 .*provider_fetch.*web_fetch_20250910.{0,2} without allowed_domains, any host' \
         "web_fetch without allowed_domains in a jail without network: 403, naming the tool" || jail_diag
 like "$JAIL_OUT" 'mcp-server=403 .*mcp_servers\[0\]\.url, host mcp\.example\.com port 443' \
@@ -694,7 +699,7 @@ is "$JAIL_RC" 123 "a file whose parsing no file_parser fee prices, under a cost 
 like "$(events_of llm.request | jq -r 'select(.verdict == "breach") | .reason')" '1000 use.*file_parser.*add "file_parser"' \
         "llm.request names the pages and the key to add"
 is "$(($(records) - n0))" 1 "... only the free one reached the provider"
-run_jail -p "$PK" -- python3 gwcap.py background fetch
+run_jail -p "$PKO" -- python3 gwcap.py background fetch
 like "$JAIL_OUT" 'background=200 .*queued' "without a cap a background response is relayed"
 like "$(events_of llm.response | head -1)" '"charged":"worst_case"' "... and charged its worst case (its output is never seen)"
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: max_output_tokens as output"
@@ -707,13 +712,78 @@ like "$JAIL_OUT" 'async=200 .*CREATED' "without a cap it is relayed" || jail_dia
 is "$(events_of llm.response | jq -r .charged)" worst_case "... and charged its worst case" || jail_diag
 is "$(jf '.llm.openai["gpt-test"]["gen_ai.usage.output_tokens"]')" 10 "... run.json: its max_tokens as output"
 
+# (the paths opened, PKO: an opened path obeys the caps as any other)
 n0=$(records)
-run_jail -p "$PK" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch
-like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403" || jail_diag
+run_jail -p "$PKO" --cap tool_calls=5 -- python3 gwcap.py batch deferred fetch
+like "$JAIL_OUT" 'batch=403 .*not a metered API' "a batch under a tool_calls cap: 403, its path opened or not" ||
+        jail_diag
 # xAI's deferred completion: its answer (tool calls, usage) is fetched later by GET
 like "$JAIL_OUT" 'deferred=403 .*deferred or async completion' "... an xAI deferred completion too" || jail_diag
-like "$JAIL_OUT" 'fetch=200' "... a GET is still relayed"
+like "$JAIL_OUT" 'fetch=200' "... a GET of an opened path is still relayed"
 is "$(($(records) - n0))" 1 "... only the GET reached the provider"
+# a stored response is the account's data: not the key's to fetch unless the profile opens it
+n0=$(records)
+run_jail -p "$PK" -- python3 gwcap.py fetch batch
+like "$JAIL_OUT" 'fetch=403 .*GET /v1/responses/resp_fake is not a model call.*llm.providers.openai.paths' \
+        "by default a GET of a stored response: 403, naming the profile field that opens it" || jail_diag
+like "$JAIL_OUT" 'batch=403 .*POST /v1/messages/batches is not a model call.*llm.providers.anthropic.paths' \
+        "... and the batch API, without any cap" || jail_diag
+is "$(($(records) - n0))" 0 "... neither reached the provider"
+
+# --- the key's reach: by default the key goes to the model calls and the model list only;
+# the account's files, listed or deleted, are refused before anything reaches the provider
+# (403 in the provider's shape, llm.refused naming the method and the path), and go through
+# where llm.providers.NAME.paths opens them
+cat >"$WORKSPACE/keyreach.sh" <<'SH'
+for m in GET:/v1/files GET:/v1/files/file-1/content DELETE:/v1/files/file-1 GET:/v1/models GET:/v1/models/gpt-test; do
+        r=$(curl -sS -X "${m%%:*}" -w ' %{http_code}' -H "Authorization: Bearer $OPENAI_API_KEY" \
+                "${OPENAI_BASE_URL%/v1}${m#*:}")
+        echo "${m%%:*} ${m#*:}=${r##* } ${r% *}"
+done
+SH
+n0=$(records)
+run_jail -p "$P" -- /bin/sh keyreach.sh
+like "$JAIL_OUT" 'GET /v1/files=403 .*GET /v1/files is not a model call.*llm\.providers\.openai\.paths opens it \(\\"GET /v1/files\\"\)' \
+        "GET /v1/files: 403, the message naming the field and the rule that opens it" || jail_diag
+like "$JAIL_OUT" 'GET /v1/files=403 .*"type":"invalid_request_error"' "... in OpenAI's error shape"
+like "$JAIL_OUT" 'GET /v1/files/file-1/content=403 ' "a file's content: 403" || jail_diag
+like "$JAIL_OUT" 'DELETE /v1/files/file-1=403 ' "DELETE of a file, without any cap: 403" || jail_diag
+like "$JAIL_OUT" 'GET /v1/models=200 ' "the model list goes through" || jail_diag
+like "$JAIL_OUT" 'GET /v1/models/gpt-test=200 ' "... and one model" || jail_diag
+is "$(($(records) - n0))" 2 "the provider got the two model reads, nothing else"
+unlike "$(tail -n +"$((n0 + 1))" "$T/record")" '/v1/files' "... none of the file requests"
+is "$(events_of llm.refused | jq -c '[.method, .path, .status]' | paste -sd' ' -)" \
+        '["GET","/v1/files",403] ["GET","/v1/files/file-1/content",403] ["DELETE","/v1/files/file-1",403]' \
+        "llm.refused records each refusal: method, path, status" || jail_diag
+like "$(events_of llm.refused | jq -r .reason | head -1)" '^agentjail gateway: GET /v1/files is not a model call' \
+        "... and what the agent was told"
+PPATH=$(write_profile gwpaths '{"extends": "./gw.json", "llm": {"providers": {"openai":
+        {"paths": ["GET /v1/files", "GET /v1/files/*/content", "DELETE /v1/files/*"]}}}}')
+n0=$(records)
+run_jail -p "$PPATH" -- /bin/sh keyreach.sh
+like "$JAIL_OUT" 'GET /v1/files=200 ' "opened: GET /v1/files goes through" || jail_diag
+like "$JAIL_OUT" 'GET /v1/files/file-1/content=200 ' "... a file's content ('*' one segment)" || jail_diag
+like "$JAIL_OUT" 'DELETE /v1/files/file-1=200 .*deleted' "... and the DELETE" || jail_diag
+is "$(($(records) - n0))" 5 "the provider got all five"
+like "$(tail -n +"$((n0 + 1))" "$T/record" | jq -r 'select(.method == "DELETE") | .path')" '^/v1/files/file-1$' \
+        "... the DELETE among them"
+is "$(events_of llm.refused)" "" "nothing refused"
+is "$(jf '.profile.resolved.llm.providers.openai.paths | join(",")')" \
+        'GET /v1/files,GET /v1/files/*/content,DELETE /v1/files/*' "run.json's resolved profile records the opened paths"
+is "$(jf '.profile.resolved.llm.providers.anthropic.paths')" null "... per provider: none for anthropic"
+# under a cap an opened path is still only read: the DELETE is refused by the meter
+n0=$(records)
+run_jail -p "$PPATH" --cap tokens=1000 -- /bin/sh keyreach.sh
+like "$JAIL_OUT" 'GET /v1/files=200 ' "under a cap a GET of an opened path goes through" || jail_diag
+like "$JAIL_OUT" 'DELETE /v1/files/file-1=403 .*not a metered API, refused under the run.s caps' \
+        "... a DELETE does not: 403" || jail_diag
+is "$(($(records) - n0))" 4 "... the provider got the four reads"
+# a bad rule fails the run before it starts, naming the file and the field
+PBAD=$(write_profile gwbadpath '{"extends": "./gw.json", "llm": {"providers": {"openai": {"paths": ["GET /v1/files/../x"]}}}}')
+run_jail -p "$PBAD" -- /bin/true
+isnt "$JAIL_RC" 0 "a path with '..': the run does not start"
+like "$JAIL_ERR" 'gwbadpath.json:[0-9]+:[0-9]+: llm.providers.openai.paths\[0\]: dot segments' \
+        "the error names the file and the field" || jail_diag
 
 # --- a request body cannot grow the supervisor's memory (it is in no memory cgroup): JSON of
 # more values than the gateway parses (16 MiB of "{}," took 1.2 GB of jansson's DOM) is
@@ -926,6 +996,10 @@ const OpenAI = OpenAIMod.default || OpenAIMod.OpenAI || OpenAIMod;
   console.log("openai-stream=" + text);
   const r = await o.responses.create({ model: "gpt-test", input: "hi", max_output_tokens: 10 });
   console.log("responses=" + r.output_text + " in=" + r.usage.input_tokens);
+  // The key's reach: the model list goes, the account's files do not (403).
+  const status = async (p) => { try { return (await p.asResponse()).status; } catch (e) { return e.status; } };
+  console.log("models=" + (await status(a.models.list())) + "," + (await status(o.models.list())));
+  console.log("files=" + (await status(a.get("/v1/files"))) + "," + (await status(o.files.list())));
 })().catch((e) => { console.log("error=" + e); process.exit(1); });
 JS
         run_jail -p "$P" -- node sdk.js
@@ -936,7 +1010,9 @@ JS
         like "$JAIL_OUT" "openai-stream=Hello!" "openai: a chat stream through the gateway"
         unlike "$JAIL_OUT" "usage chunk seen" "openai: the usage chunk it did not ask for is hidden"
         like "$JAIL_OUT" "responses=Hello! in=20" "openai: responses.create through the gateway"
-        is "$(events_of llm.response | jq -s -c '[.[] | .estimated] | unique')" "[false]" "the SDKs' calls metered exactly"
+        like "$JAIL_OUT" "models=200,200" "both SDKs list the models through the gateway"
+        like "$JAIL_OUT" "files=403,403" "... and get 403 listing the account's files (the key's reach)"
+        is "$(events_of llm.response | jq -s -c '[.[] | select(.metered) | .estimated] | unique')" "[false]" "the SDKs' calls metered exactly"
         is "$(jf '.llm.anthropic["claude-test"]["gen_ai.usage.input_tokens"]')" 56 "run.json: the SDK's Anthropic input tokens"
 fi
 

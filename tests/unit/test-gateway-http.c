@@ -347,6 +347,22 @@ static void send_chunk(int fd, const char *s)
         cr_assert_eq(send(fd, b, (size_t)n, MSG_NOSIGNAL), n);
 }
 
+/* A relay serving one provider, "fake", at http://127.0.0.1:PORT`base` (its listening socket
+ * in *ret_pl), itself listening on *ret_gport. */
+static AjGateway *relay_to_local(const char *base, const AjGatewayObserver *obs, int *ret_pl, uint16_t *ret_gport)
+{
+        uint16_t pport;
+        *ret_pl = listen_local(&pport);
+        int gl = listen_local(ret_gport);
+        char url[64];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", (unsigned)pport, base);
+        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        AjGateway *gw = NULL;
+        _cleanup_(aj_error_clear) AjError err = {};
+        cr_assert_eq(aj_gateway_new(gl, &p, 1, obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        return gw;
+}
+
 /* An agent connected to the gateway at `gport`, having sent `rq`. */
 static int agent_connect(uint16_t gport, const char *rq)
 {
@@ -383,16 +399,10 @@ static int provider_reads(AjGateway *gw, int pl, const char *until, char *got, s
 static Seen agent_leaves(bool whole, bool rst, bool first)
 {
         Seen seen = { 0 };
-        uint16_t pport, gport;
-        int pl = listen_local(&pport);
-        int gl = listen_local(&gport);
-        char url[64];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%u", (unsigned)pport);
-        AjGatewayProvider p = { .name = "fake", .url = url, .credential = "sk-test" };
+        uint16_t gport;
+        int pl;
         AjGatewayObserver obs = { .userdata = &seen, .on_response_bytes = seen_bytes, .on_done = seen_done };
-        AjGateway *gw = NULL;
-        _cleanup_(aj_error_clear) AjError err = {};
-        cr_assert_eq(aj_gateway_new(gl, &p, 1, &obs, NULL, &gw, &err), 0, "%s", aj_error_text(&err, 0));
+        AjGateway *gw = relay_to_local("", &obs, &pl, &gport);
 
         int agent = agent_connect(gport, "POST /fake/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
 
@@ -530,4 +540,92 @@ Test(gateway_relay, key_echoed_by_the_provider_never_reaches_the_agent)
         cr_expect(strstr(out, "Content-Length: 26\r\n"), "%s", out);
         cr_expect(strstr(out, "\r\n\r\n{\"error\":\"**************\"}"), "%s", out);
         free(out);
+}
+
+/* ------------------------------------------------------------------ admission */
+
+typedef struct {
+        char admit_method[16], admit_path[64];
+        char refused_method[16], refused_path[64];
+        unsigned refused_status;
+} Admission;
+
+static void admit_all_but_files(void *userdata, const AjGatewayProvider *p, const char *method, const char *path,
+                                AjGatewayVerdict *v)
+{
+        Admission *a = userdata;
+        snprintf(a->admit_method, sizeof(a->admit_method), "%s", method);
+        snprintf(a->admit_path, sizeof(a->admit_path), "%s", path);
+        if (strncmp(path, "/v1/files", 9) == 0) {
+                v->status = 403;
+                v->error_type = "permission_error";
+                snprintf(v->message, sizeof(v->message), "not for %s", p->name);
+        }
+}
+
+static void admission_refused(void *userdata, const char *method, const char *target, unsigned status,
+                              const char *message)
+{
+        Admission *a = userdata;
+        (void)message;
+        snprintf(a->refused_method, sizeof(a->refused_method), "%s", method ? method : "");
+        snprintf(a->refused_path, sizeof(a->refused_path), "%s", target ? target : "");
+        a->refused_status = status;
+}
+
+/* Whatever the agent reads of the gateway's answer, until it closes or `until` is in it. */
+static size_t agent_reads(AjGateway *gw, int agent, const char *until, char *got, size_t size)
+{
+        size_t len = 0;
+        for (int i = 0; i < 200 && !(until && memmem(got, len, until, strlen(until))); i++) {
+                turn(gw);
+                ssize_t n = recv(agent, got + len, size - 1 - len, MSG_DONTWAIT);
+                if (n == 0)
+                        break;
+                if (n > 0)
+                        len += (size_t)n;
+        }
+        got[len] = 0;
+        return len;
+}
+
+/* The observer's admit sees a request's path under the provider's prefix before its body is
+ * read; one it refuses gets its status in the provider's shape, is told to on_refused, and
+ * never reaches the provider (not even a connection). */
+Test(gateway_relay, a_request_not_admitted_never_reaches_the_provider)
+{
+        uint16_t gport;
+        int pl;
+        Admission a = {};
+        AjGatewayObserver obs = { .userdata = &a, .admit = admit_all_but_files, .on_refused = admission_refused };
+        AjGateway *gw = relay_to_local("/base", &obs, &pl, &gport);
+
+        /* A body announced and never sent: refused on its head alone. */
+        int agent = agent_connect(gport,
+                                  "DELETE /fake/v1/files/f1?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n");
+        char got[2048];
+        agent_reads(gw, agent, NULL, got, sizeof(got));
+        cr_expect(strncmp(got, "HTTP/1.1 403 ", 13) == 0, "%s", got);
+        cr_expect(strstr(got, "\"type\":\"permission_error\",\"message\":\"not for fake\""), "%s", got);
+        cr_expect_str_eq(a.admit_method, "DELETE");
+        cr_expect_str_eq(a.admit_path, "/v1/files/f1?x=1", "the path under the provider's prefix");
+        cr_expect_str_eq(a.refused_method, "DELETE");
+        cr_expect_str_eq(a.refused_path, "/base/v1/files/f1?x=1");
+        cr_expect_eq(a.refused_status, 403);
+        cr_expect_lt(accept4(pl, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC), 0, "the provider was never connected to");
+        close(agent);
+
+        /* The prefix alone is "/"; an admitted request goes on as before. */
+        agent = agent_connect(gport, "HEAD /fake HTTP/1.1\r\nHost: x\r\n\r\n");
+        char up_got[2048];
+        size_t up_len;
+        int up = provider_reads(gw, pl, "\r\n\r\n", up_got, sizeof(up_got), &up_len);
+        cr_expect_str_eq(a.admit_method, "HEAD");
+        cr_expect_str_eq(a.admit_path, "/");
+        cr_assert_geq(up, 0, "the provider got the admitted request");
+        cr_expect(up_len > 17 && strncmp(up_got, "HEAD /base/ HTTP/1.1", 20) == 0, "%.*s", (int)up_len, up_got);
+        close(up);
+        close(agent);
+        aj_gateway_free(gw);
+        close(pl);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/key-paths.h"
 #include "gateway/usage.h"
 #include "../helpers/json-dom-shape.h"
 #include "util/json-scan.h"
@@ -1789,6 +1790,109 @@ Test(gateway_usage, api_from_path)
         cr_expect_eq(api, AJ_LLM_API_OPENAI_CHAT);
         cr_expect_eq(aj_llm_api_from_path("openai", "/v1/messages", &api), -ENOENT);
         cr_expect_eq(aj_llm_api_from_path("anthropic", "/v1/chat/completions", &api), -ENOENT);
+}
+
+/* Where the key goes (key-paths.h): by default the model calls this API meters (POST) and
+ * reads of the models, nothing else of the account; a rule opens more, '*' one segment. */
+Test(gateway_usage, key_paths_default_set)
+{
+        static const struct {
+                AjGatewayApi api;
+                const char *method, *path;
+                bool allowed;
+        } cases[] = {
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/messages", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/messages?beta=true", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/messages/count_tokens", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/V1/Messages/", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/models", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/models?limit=20", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "HEAD", "/v1/models/claude-sonnet-4-5", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "HEAD", "/", true },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/models", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "DELETE", "/v1/models/x", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/models/x/y", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/messages", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "post", "/v1/messages", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/messages/batches", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/messages/batches/b1/results", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "GET", "/v1/files", false },
+                { AJ_GATEWAY_API_ANTHROPIC, "POST", "/v1/chat/completions", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/chat/completions", true },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/responses", true },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/async/chat/completions", true },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/models", true },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/models/", true },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/V1/MODELS/gpt-5", true },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/chat/completions", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/responses/resp_1", false },
+                { AJ_GATEWAY_API_OPENAI, "DELETE", "/v1/responses/resp_1", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/responses/compact", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/files", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/files/file-1/content", false },
+                { AJ_GATEWAY_API_OPENAI, "DELETE", "/v1/files/file-1", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/fine_tuning/jobs", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/embeddings", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/batches", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/messages", false },
+                /* Only the gateway's one spelling of a path matches (it refuses the others). */
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/models/../files", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "/v1/models/%2e%2e", false },
+                { AJ_GATEWAY_API_OPENAI, "GET", "//v1/models", false },
+                { AJ_GATEWAY_API_OPENAI, "POST", "/v1/chat/completions/.", false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+                cr_expect_eq(aj_key_path_allowed(cases[i].api, NULL, cases[i].method, cases[i].path), cases[i].allowed,
+                             "%s %s: %s", cases[i].method, cases[i].path, cases[i].allowed ? "refused" : "allowed");
+}
+
+Test(gateway_usage, key_path_rules)
+{
+        static const struct {
+                const char *rule, *method, *path;
+                bool match;
+        } cases[] = {
+                { "GET /v1/files", "GET", "/v1/files", true },
+                { "GET /v1/files", "GET", "/v1/files?purpose=batch", true },
+                { "GET /v1/files", "GET", "/v1/files/", true },
+                { "GET /v1/files", "GET", "/V1/Files", true },
+                { "GET /v1/files", "HEAD", "/v1/files", false },
+                { "GET /v1/files", "get", "/v1/files", false },
+                { "GET /v1/files", "GET", "/v1/files/file-1", false },
+                { "GET /v1/files", "GET", "/v1", false },
+                { "GET /v1/files", "GET", "/v1/filesx", false },
+                { "GET /v1/files/*/content", "GET", "/v1/files/file-1/content", true },
+                { "GET /v1/files/*/content", "GET", "/v1/files/content", false },
+                { "GET /v1/files/*/content", "GET", "/v1/files/a/b/content", false },
+                { "GET /v1/files/*/content", "GET", "/v1/files/../content", false },
+                { "GET /v1/files/*/content", "GET", "/v1/files/%2e%2e/content", false },
+                { "GET /v1/files/*/content", "GET", "/v1/files//content", false },
+                { "GET /v1/files/*", "GET", "/v1/files/file-1", true },
+                { "GET /v1/files/*", "GET", "/v1/files", false },
+                { "* /v1/batches", "POST", "/v1/batches", true },
+                { "* /v1/batches", "DELETE", "/v1/batches", true },
+                { "* /v1/batches", "PROPFIND", "/v1/batches", true },
+                { "DELETE /v1/files/*", "DELETE", "/v1/files/file-1", true },
+                { "DELETE /v1/files/*", "POST", "/v1/files/file-1", false },
+                { "GET /", "GET", "/", true },
+                { "GET /", "GET", "/?x=1", true },
+                { "GET /", "GET", "/v1", false },
+                { "GET /v1/x", "GET", "/", false },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                cr_expect_null(aj_key_path_rule_problem(cases[i].rule), "%s", cases[i].rule);
+                cr_expect_eq(aj_key_path_rule_matches(cases[i].rule, cases[i].method, cases[i].path), cases[i].match,
+                             "%s against %s %s", cases[i].rule, cases[i].method, cases[i].path);
+        }
+        char *rules[] = { "GET /v1/files", "DELETE /v1/files/*", NULL };
+        cr_expect(aj_key_path_allowed(AJ_GATEWAY_API_OPENAI, rules, "DELETE", "/v1/files/f"), "opened by a rule");
+        cr_expect(aj_key_path_allowed(AJ_GATEWAY_API_OPENAI, rules, "POST", "/v1/responses"), "the default set stays");
+        cr_expect(!aj_key_path_allowed(AJ_GATEWAY_API_OPENAI, rules, "POST", "/v1/files"), "nothing else");
+        char long_rule[300];
+        snprintf(long_rule, sizeof(long_rule), "GET /%0280d", 0);
+        cr_expect_str_eq(aj_key_path_rule_problem(long_rule), "too long (at most 256 bytes)");
+        cr_expect_not_null(aj_key_path_rule_problem(NULL));
 }
 
 Test(gateway_usage, call_as_event_fields)

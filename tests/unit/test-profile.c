@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "gateway/key-paths.h"
 #include "profile.h"
 #include "util/sha256.h"
 #include "util/strv.h"
@@ -1427,6 +1428,94 @@ Test(profile, llm_errors, .init = isolate)
         expect_llm_error("{\"llm\": {\"record_bytes\": \"1K\"}}", "llm.record_bytes", "from 64K to 1T");
         expect_llm_error("{\"llm\": {\"provider\": {}}}", "llm.provider", "unknown key");
         expect_llm_error("{\"llm\": {\"provider_fetch\": \"yes\"}}", "llm.provider_fetch", "true or false");
+}
+
+/* llm.providers.NAME.paths: "METHOD /path" rules the key is also sent to, kept in file
+ * order, shown in the resolved profile (and so its digest) only when given, checked
+ * strictly where they are, the file and the field named. */
+Test(profile, llm_provider_paths, .init = isolate)
+{
+        AjError err = {};
+        AjProfile *p = parse_text("{\"llm\": {\"providers\": {\"openai\": {\"paths\": [\"GET /v1/files/*/content\", "
+                                  "\"* /v1/batches\", \"DELETE /v1/files/*\", \"HEAD /\"]}, \"anthropic\": {}}}}",
+                                  &err);
+        cr_assert_not_null(p, "%s", err.message ?: "");
+        const AjLlmProvider *o = &p->llm_providers[0];
+        cr_assert_eq(aj_strv_length(o->paths), 4);
+        cr_expect_str_eq(o->paths[0], "GET /v1/files/*/content");
+        cr_expect_str_eq(o->paths[3], "HEAD /");
+        cr_expect_null(p->llm_providers[1].paths, "none given: none");
+        char *json = aj_profile_to_json(p);
+        json_t *shown = json_loads(json, 0, NULL);
+        cr_expect_eq(json_array_size(json_object_get(json_object_get(json_object_get(json_object_get(shown, "llm"),
+                                                                                     "providers"),
+                                                                     "openai"),
+                                                     "paths")),
+                     4, "%s", json);
+        json_decref(shown);
+        AjProfile *q = parse_text(json, &err);
+        cr_assert_not_null(q, "%s\n%s", err.message ?: "", json);
+        cr_expect_str_eq(q->digest, p->digest, "the round trip keeps the digest");
+        cr_expect_str_eq(q->llm_providers[0].paths[2], "DELETE /v1/files/*");
+        free(json);
+        aj_profile_free(q);
+
+        /* A profile opening none resolves as before the key existed: no "paths" shown. */
+        AjProfile *none = parse_text("{\"llm\": {\"providers\": {\"openai\": {\"paths\": []}}}}", &err);
+        cr_assert_not_null(none, "%s", err.message ?: "");
+        json = aj_profile_to_json(none);
+        cr_expect(strstr(json, "\"paths\"") == NULL, "%s", json);
+        free(json);
+        aj_profile_free(none);
+        aj_profile_free(p);
+
+        static const struct {
+                const char *rule, *problem;
+        } bad[] = {
+                { "", "empty" },
+                { "GET", "one space" },
+                { "/v1/files", "one space" },
+                { "get /v1/files", "the method must be" },
+                { "FETCH /v1/files", "the method must be" },
+                { "GET  /v1/files", "must start with '/'" },
+                { "GET v1/files", "must start with '/'" },
+                { "GET /v1/files/../models", "dot segments" },
+                { "GET /v1/./files", "dot segments" },
+                { "GET /v1/%66iles", "percent-escapes" },
+                { "GET /v1/files?purpose=batch", "query string" },
+                { "GET /v1/files#x", "query string" },
+                { "GET /v1//files", "empty path segments" },
+                { "GET /v1/files/", "trailing '/'" },
+                { "GET /v1/files/file-*", "whole segment" },
+                { "GET /v1/files;x", "reserved" },
+                { "GET /v1/files x", "space" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char text[256];
+                snprintf(text, sizeof(text),
+                         "{\"llm\": {\"providers\": {\"openai\": {\"paths\": [\"GET /v1/models\", \"%s\"]}}}}",
+                         bad[i].rule);
+                expect_llm_error(text, "llm.providers.openai.paths[1]", bad[i].problem);
+        }
+        expect_llm_error("{\"llm\": {\"providers\": {\"openai\": {\"paths\": \"GET /v1/files\"}}}}",
+                         "llm.providers.openai.paths", "expected an array");
+        expect_llm_error("{\"llm\": {\"providers\": {\"openai\": {\"paths\": [7]}}}}", "llm.providers.openai.paths[0]",
+                         "string");
+        char many[8192] = "{\"llm\": {\"providers\": {\"openai\": {\"paths\": [";
+        for (int i = 0; i <= AJ_KEY_PATHS_MAX; i++)
+                snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s\"GET /v1/x%d\"", i ? ", " : "", i);
+        strcat(many, "]}}}}");
+        expect_llm_error(many, "llm.providers.openai.paths", "too many paths (at most 64)");
+
+        /* The file, line and column of the bad rule. */
+        AjProfile *r = NULL;
+        cr_expect_lt(aj_profile_parse("{\"llm\": {\"providers\": {\"openai\": {\"paths\": [\n  \"GET /v1/files/..\"]}}}}\n",
+                                      "keys.json", &r, &err),
+                     0);
+        cr_expect_null(r);
+        const char *want = "keys.json:2:3: llm.providers.openai.paths[0]: dot segments";
+        cr_expect(err.message && strncmp(err.message, want, strlen(want)) == 0, "%s", err.message ?: "");
+        aj_error_clear(&err);
 }
 
 /* A price entry may give the model's maximum output tokens (the gateway bounds a request

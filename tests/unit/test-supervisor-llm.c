@@ -413,6 +413,64 @@ Test(supervisor_llm, unmetered_spend_refused_under_caps)
         teardown(&f);
 }
 
+static unsigned admitted(Fixture *f, const AjGatewayProvider *pr, const char *method, const char *path,
+                         AjGatewayVerdict *v)
+{
+        *v = (AjGatewayVerdict){};
+        cr_assert_not_null(f->obs.admit);
+        f->obs.admit(f->obs.userdata, pr, method, path, v);
+        return v->status;
+}
+
+/* The key goes to the model calls and the model list only, unless the profile opens a path
+ * for that provider; the refusal says which field opens it. */
+Test(supervisor_llm, the_key_goes_only_where_the_profile_lets_it)
+{
+        Fixture f;
+        setup(&f, NULL);
+        AjGatewayVerdict v;
+        cr_expect_eq(admitted(&f, &anthropic, "POST", "/v1/messages", &v), 0);
+        cr_expect_eq(admitted(&f, &anthropic, "HEAD", "/", &v), 0, "Claude Code's check at startup");
+        cr_expect_eq(admitted(&f, &openai, "POST", "/v1/responses", &v), 0);
+        cr_expect_eq(admitted(&f, &openai, "GET", "/v1/models/gpt-5", &v), 0);
+        cr_expect_eq(admitted(&f, &openai, "GET", "/v1/files?limit=5", &v), 403, "without a cap too");
+        cr_expect_str_eq(v.error_type, "invalid_request_error");
+        cr_expect_str_eq(v.message,
+                         "agentjail gateway: GET /v1/files is not a model call or a model list: the provider's key is "
+                         "not sent there; the profile's llm.providers.openai.paths opens it (\"GET /v1/files\")");
+        cr_expect_eq(admitted(&f, &anthropic, "DELETE", "/v1/files/file_1", &v), 403);
+        cr_expect_str_eq(v.error_type, "permission_error");
+        cr_expect(strstr(v.message, "llm.providers.anthropic.paths opens it (\"DELETE /v1/files/file_1\")"), "%s",
+                  v.message);
+
+        /* Opened for openai: for openai alone. */
+        f.llm.names[0] = strdup("openai");
+        cr_assert_eq(aj_strv_push(&f.llm.paths[0], "GET /v1/files/*/content"), 0);
+        cr_assert_eq(aj_strv_push(&f.llm.paths[0], "* /v1/files/*"), 0);
+        f.llm.n_providers = 1;
+        cr_expect_eq(admitted(&f, &openai, "GET", "/v1/files/file_1/content", &v), 0);
+        cr_expect_eq(admitted(&f, &openai, "DELETE", "/v1/files/file_1", &v), 0);
+        cr_expect_eq(admitted(&f, &openai, "GET", "/v1/files", &v), 403, "only what is opened");
+        cr_expect_eq(admitted(&f, &anthropic, "DELETE", "/v1/files/file_1", &v), 403, "another provider's stays shut");
+        teardown(&f);
+}
+
+/* Opening a path does not open the meter: under a cap a request the gateway cannot meter is
+ * still refused (a POST of an API it does not read), reads still go. */
+Test(supervisor_llm, an_opened_path_still_obeys_the_caps)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        f.llm.names[0] = strdup("openai");
+        cr_assert_eq(aj_strv_push(&f.llm.paths[0], "* /v1/embeddings"), 0);
+        f.llm.n_providers = 1;
+        AjGatewayVerdict v;
+        cr_expect_eq(admitted(&f, &openai, "POST", "/v1/embeddings", &v), 0, "opened");
+        expect_refused(&f, &openai, "/v1/embeddings", "{\"model\":\"e\",\"input\":\"x\"}", 403,
+                       "not a metered API, refused under the run's caps");
+        teardown(&f);
+}
+
 /* Under a tool cap alone, too: a batch's answers (tool calls included) come back in a file
  * the gateway never reads, a background response's by a later GET. */
 Test(supervisor_llm, unreadable_model_work_refused_under_a_tool_cap)
