@@ -97,7 +97,7 @@ typedef struct Conn {
         bool socks, overflow, evaluated, denied, pending, is_connect;
         ConnState state;
         int cfd, ufd;
-        AjLoopIo *cio, *uio; /* edge-triggered */
+        AjLoopIo *cio, *uio;             /* edge-triggered */
         bool client_room, upstream_room; /* that socket's EPOLLOUT watched too (proxy_watch_room) */
         char *in;
         size_t in_len, in_cap;

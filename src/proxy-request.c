@@ -164,8 +164,7 @@ static void connect_next(Conn *c)
                 /* Its first bytes are an edge (epoll reports what came before the add): no
                  * read until then (Dir.quiet). */
                 c->down.quiet = true;
-                r = aj_loop_add_io(p->loop, fd, UPSTREAM_EVENTS | (settled ? 0 : EPOLLOUT), on_upstream_io, c,
-                                   &c->uio);
+                r = aj_loop_add_io(p->loop, fd, UPSTREAM_EVENTS | (settled ? 0 : EPOLLOUT), on_upstream_io, c, &c->uio);
                 if (r < 0) {
                         proxy_connect_failed(c, r);
                         return;

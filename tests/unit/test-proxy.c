@@ -3138,14 +3138,14 @@ Test(live, request_sent_upstream_in_the_connects_dispatch)
                         ssize_t n = recv(sfd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
                         buf[n > 0 ? n : 0] = 0;
                         cr_expect(i == 0 ? strncmp(buf, "GET /x HTTP/1.1\r\n", 17) == 0 : streq(buf, "hello"),
-                                  "form %zu: upstream got '%s' (%zd) in the dispatch that read the request", i,
-                                  buf, n);
+                                  "form %zu: upstream got '%s' (%zd) in the dispatch that read the request", i, buf, n);
                         close(sfd);
                 }
                 ssize_t n = recv(cfd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
                 buf[n > 0 ? n : 0] = 0;
                 if (i == 1)
-                        cr_expect(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "the client's 200 in that dispatch: '%s'", buf);
+                        cr_expect(strncmp(buf, "HTTP/1.1 200 ", 13) == 0, "the client's 200 in that dispatch: '%s'",
+                                  buf);
                 if (i == 2)
                         cr_expect(strncmp(buf, "HTTP/1.1 502 ", 13) == 0, "refused, answered in that dispatch: '%s'",
                                   buf);
