@@ -821,6 +821,57 @@ Test(supervisor, alert_for_a_breach_is_queued_not_skipped)
         cr_expect_eq(system(path), 0);
 }
 
+/* The agent decides how many alerts run (each call it holds for approval starts one) and
+ * what they read (its arguments in approval.json); an alert that prints its input (tee)
+ * wrote 18 MB to alert.log for 300 held calls, past every bound on the run's records.
+ * alert.log stops at logs.output_bytes as stdout.log does: the rest is read and dropped,
+ * and log.truncated says so once; a later alert adds nothing. */
+Test(supervisor, alert_log_stops_at_its_bound)
+{
+        char dir[] = "/tmp/aj-test-alert-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/approval.json", dir);
+        FILE *fp = fopen(path, "w");
+        cr_assert(fp);
+        fputs("{}\n", fp);
+        fclose(fp);
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        char *argv[] = { "/bin/sh", "-c", "head -c 300000 /dev/zero; head -c 300000 /dev/zero >&2", NULL };
+        AjSupAlertConfig ac = { .argv = argv,
+                                .timeout_ns = 20 * SEC,
+                                .run_dir = dir,
+                                .id = "0123456789ab",
+                                .name = "test",
+                                .log_cap = 4096 };
+        AjSupAlert a = AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
+        for (int round = 0; round < 2; round++) {
+                aj_sup_alert_start(&a, "approval", "approval.json");
+                cr_assert_geq(a.alert.pidfd, 0, "the alert started");
+                for (int i = 0; i < 2000 && a.alert.pidfd >= 0; i++) {
+                        (void)aj_loop_dispatch(f->loop, 10 * 1000000);
+                }
+                cr_assert_lt(a.alert.pidfd, 0, "the alert ended (its output was read)");
+                json_t *ex = last(&f->chain, "alert.exit");
+                cr_assert(ex);
+                cr_expect_eq(json_integer_value(json_object_get(ex, "code")), 0);
+        }
+        aj_sup_alert_finish(&a);
+        snprintf(path, sizeof(path), "%s/alert.log", dir);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_eq(st.st_size, 4096, "alert.log holds %lld bytes", (long long)st.st_size);
+        cr_expect_eq(count(&f->chain, "log.truncated"), 1, "the cut is recorded once");
+        json_t *cut = last(&f->chain, "log.truncated");
+        cr_assert(cut);
+        cr_expect_str_eq(json_string_value(json_object_get(cut, "stream")), "alert");
+        cr_expect_eq(json_integer_value(json_object_get(cut, "limit")), 4096);
+        fake_run_free(f);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_expect_eq(system(path), 0);
+}
+
 /* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
 
 static struct sockaddr_in v4(const char *a, uint16_t port)
