@@ -38,13 +38,14 @@ static void close_output(AjSupAlert *a)
 }
 
 /* What the alert wrote, into alert.log up to its bound; the rest is read and dropped, and
- * log.truncated recorded once. `all`: until the pipe is empty (the alert has exited), else
- * a few chunks. At its end (every writer gone) or on an error the pipe is closed. */
-static void read_output(AjSupAlert *a, bool all)
+ * log.truncated recorded once. A few chunks at a time, until the pipe is empty: a process
+ * the alert left behind may write as fast as this reads. At its end (every writer gone)
+ * or on an error the pipe is closed. */
+static void read_output(AjSupAlert *a)
 {
         char buf[OUTPUT_CHUNK];
         uint64_t cap = a->cfg.log_cap ? a->cfg.log_cap : UINT64_MAX;
-        for (int i = 0; a->out_fd >= 0 && (all || i < OUTPUT_CHUNKS_PER_WAKE); i++) {
+        for (int i = 0; a->out_fd >= 0 && i < OUTPUT_CHUNKS_PER_WAKE; i++) {
                 ssize_t n = read(a->out_fd, buf, sizeof(buf));
                 if (n < 0 && errno == EINTR)
                         continue;
@@ -72,7 +73,7 @@ static void read_output(AjSupAlert *a, bool all)
 static void on_output(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
 {
         (void)io, (void)fd, (void)revents;
-        read_output(userdata, false);
+        read_output(userdata);
 }
 
 static void start_queued(AjSupAlert *a)
@@ -109,9 +110,10 @@ static void alert_event(AjSupAlert *a, bool timer)
                 if (!ok)
                         aj_warning("The alert command failed (see " AJ_RUN_FILE_ALERT_LOG " in the run directory)");
         }
-        /* What it wrote before it ended; a process it left behind holding the pipe is
+        /* What it wrote before it ended (the pipe holds at most its size, 64 KiB unless the
+         * alert grew it; a megabyte is read); a process it left behind holding the pipe is
          * not waited for (its writes fail once the pipe is closed). */
-        read_output(a, true);
+        read_output(a);
         close_output(a);
         aj_loop_io_remove(a->io);
         a->io = NULL;
@@ -244,7 +246,7 @@ void aj_sup_alert_finish(AjSupAlert *a)
                         n = poll(pfd, a->out_fd >= 0 ? 2 : 1, timeout);
                 while (n < 0 && errno == EINTR);
                 if (n > 0 && !(pfd[0].revents & POLLIN)) {
-                        read_output(a, false);
+                        read_output(a);
                         continue;
                 }
                 alert_event(a, n <= 0); /* past its time, or poll failed: killed, so the loop ends */

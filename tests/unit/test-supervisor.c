@@ -872,6 +872,46 @@ Test(supervisor, alert_log_stops_at_its_bound)
         cr_expect_eq(system(path), 0);
 }
 
+/* A process the alert left behind, writing without end to the pipe it inherited, does not
+ * hold the supervisor: what is there when the alert ends is read (a bounded amount), the
+ * pipe closed, and the writer's next write fails (SIGPIPE). */
+Test(supervisor, alert_output_left_writing_does_not_hold_the_loop)
+{
+        char dir[] = "/tmp/aj-test-alert-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/approval.json", dir);
+        FILE *fp = fopen(path, "w");
+        cr_assert(fp);
+        fputs("{}\n", fp);
+        fclose(fp);
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        char *argv[] = { "/bin/sh", "-c", "yes & sleep 0.2; exit 0", NULL };
+        AjSupAlertConfig ac = { .argv = argv,
+                                .timeout_ns = 20 * SEC,
+                                .run_dir = dir,
+                                .id = "0123456789ab",
+                                .name = "test",
+                                .log_cap = 65536 };
+        AjSupAlert a = AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
+        aj_sup_alert_start(&a, "approval", "approval.json");
+        cr_assert_geq(a.alert.pidfd, 0, "the alert started");
+        uint64_t until = aj_now_monotonic_ns() + 10 * SEC;
+        while (a.alert.pidfd >= 0 && aj_now_monotonic_ns() < until)
+                (void)aj_loop_dispatch(f->loop, 10 * 1000000);
+        cr_assert_lt(a.alert.pidfd, 0, "the alert's end was seen");
+        cr_expect_lt(a.out_fd, 0, "its pipe is closed");
+        aj_sup_alert_finish(&a);
+        snprintf(path, sizeof(path), "%s/alert.log", dir);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_eq(st.st_size, 65536);
+        fake_run_free(f);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_expect_eq(system(path), 0);
+}
+
 /* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
 
 static struct sockaddr_in v4(const char *a, uint16_t port)
