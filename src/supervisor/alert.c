@@ -245,11 +245,14 @@ void aj_sup_alert_finish(AjSupAlert *a)
                 do
                         n = poll(pfd, a->out_fd >= 0 ? 2 : 1, timeout);
                 while (n < 0 && errno == EINTR);
-                if (n > 0 && !(pfd[0].revents & POLLIN)) {
+                /* Past its time, the output is not read on: an alert that writes without
+                 * end keeps the pipe readable, and this would never reach the kill. */
+                bool late = timeout == 0;
+                if (n > 0 && !(pfd[0].revents & POLLIN) && !late) {
                         read_output(a);
                         continue;
                 }
-                alert_event(a, n <= 0); /* past its time, or poll failed: killed, so the loop ends */
+                alert_event(a, n <= 0 || late); /* past its time, or poll failed: killed, so the loop ends */
         }
         memset(a->queued, 0, sizeof(a->queued)); /* could not start: alert_start said why */
         close_output(a);

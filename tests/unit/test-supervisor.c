@@ -912,6 +912,45 @@ Test(supervisor, alert_output_left_writing_does_not_hold_the_loop)
         cr_expect_eq(system(path), 0);
 }
 
+/* An alert that writes without end, still running when the run ends, gets what is left of
+ * its time and is killed: its output, always there to read, does not keep the end waiting. */
+Test(supervisor, alert_writing_without_end_is_killed_at_the_run_end, .timeout = 20)
+{
+        char dir[] = "/tmp/aj-test-alert-XXXXXX";
+        cr_assert(mkdtemp(dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/approval.json", dir);
+        FILE *fp = fopen(path, "w");
+        cr_assert(fp);
+        fputs("{}\n", fp);
+        fclose(fp);
+        FakeRun *f = fake_run(&(FakeConfig){ 0 });
+        char *argv[] = { "/usr/bin/yes", NULL };
+        AjSupAlertConfig ac = { .argv = argv,
+                                .timeout_ns = SEC / 2,
+                                .run_dir = dir,
+                                .id = "0123456789ab",
+                                .name = "test",
+                                .log_cap = 65536 };
+        AjSupAlert a = AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&a, f->loop, &ac, &f->sink);
+        aj_sup_alert_start(&a, "approval", "approval.json");
+        cr_assert_geq(a.alert.pidfd, 0, "the alert started");
+        uint64_t t0 = aj_now_monotonic_ns();
+        aj_sup_alert_finish(&a);
+        uint64_t took = aj_now_monotonic_ns() - t0;
+        cr_expect_lt(took, 5 * SEC, "the end waited %llu ms", (unsigned long long)(took / 1000000));
+        cr_expect_lt(a.alert.pidfd, 0);
+        cr_expect(last(&f->chain, "alert.timeout"), "the alert was killed at its time");
+        snprintf(path, sizeof(path), "%s/alert.log", dir);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        cr_expect_eq(st.st_size, 65536);
+        fake_run_free(f);
+        snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+        cr_expect_eq(system(path), 0);
+}
+
 /* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
 
 static struct sockaddr_in v4(const char *a, uint16_t port)
