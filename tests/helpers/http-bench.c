@@ -2,18 +2,27 @@
 /*
  * HTTP peer for the proxy benchmark (scripts/bench). Static, so it also runs in a jail.
  *
- *   http-bench serve [ADDR]
+ *   http-bench serve [ADDR] [--cpu-file PATH]
  *       Listens on 127.0.0.1 (or the IPv4 ADDR; a free port, printed as the first line
  *       of stdout) and answers `GET /N` (origin form) with N zero bytes,
  *       `Connection: close`. Bodies up to 1 MiB are written by the accepting process;
  *       larger ones by a forked child, so a bulk transfer never blocks new connections.
  *       The peer is meant not to be the bottleneck: it writes from one zeroed buffer.
- *   http-bench relay PORT
+ *       With --cpu-file, each such child adds its CPU time (ns) to the 8-byte counter
+ *       PATH (made, mapped shared) before it closes the connection.
+ *   http-bench relay PORT [--copy] [--nonblock] [--sockbuf N] [--chunk N] [--cpu-file PATH]
  *       The proxy's peer: the least a user-space relay does. Listens like `serve`; for
  *       each connection a forked child connects to 127.0.0.1:PORT, forwards the
  *       request head and splices the answer back through a 1 MiB pipe (blocking, no
- *       policy, no accounting) until the server closes. The children are reaped by the
- *       listening process, so their CPU time shows in its cutime/cstime (/proc/PID/stat).
+ *       policy, no accounting) until the server closes; its CPU goes to --cpu-file as
+ *       `serve`'s. The options are one property of the jail's proxy each (session 24 of
+ *       docs/performance.md): --copy recv/send through a 1 MiB buffer, --nonblock the
+ *       same on non-blocking sockets with edge-triggered epoll, --sockbuf fixed
+ *       SO_RCVBUF/SO_SNDBUF, --chunk at most N bytes a call. HTTP_BENCH_REPORT set:
+ *       each child of `serve` and `relay` prints its CPU, calls and context switches.
+ *   http-bench cpu CMD [ARG]...
+ *       Runs CMD, then prints `cpu_ns=N` (its CPU time and its reaped children's, from
+ *       wait4) on a line after its output; exits with its status.
  *   http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]
  *       N sequential `GET /0` requests, each on a new connection, from C processes
  *       (default 1); through an HTTP proxy as absolute-form requests, or directly to
