@@ -326,14 +326,17 @@ def main():
     figs = {"rounds": a.rounds, "transfer": {}, "conns": {}, "link": {"shape": a.link_shape}}
     print(f"proxy, 1 GiB over HTTP from 127.0.0.1 (median of {a.rounds} rounds [min–max]), the CPU time of the "
           "relaying process per GiB, and the whole path's (curl + server + relay) above direct's:")
-    base = med(path_gib["direct"])
+    def above_direct(k):
+        """The path's CPU above direct's, round by round (the rounds' machines differ)."""
+        return [p - d for p, d in zip(path_gib[k], path_gib["direct"])]
+
     for k in transfers:
         c = med(cpu_gib[k]) if transfers[k][1] else None
         figs["transfer"][k] = {"mib_s": speed[k], "cpu_s_per_gib": cpu_gib[k] if c is not None else None,
                                "path_cpu_s_per_gib": path_gib[k]}
         cs = f"{c:6.3f} s/GiB [{min(cpu_gib[k]):.3f}–{max(cpu_gib[k]):.3f}]" if c is not None else " " * 27
         print(f"  {k:20s} {med(speed[k]):6.0f} MiB/s [{spread(speed[k])}]  {cs}  path {med(path_gib[k]):6.3f} s/GiB"
-              + (f" (+{med(path_gib[k]) - base:.3f})" if c is not None else ""))
+              + (f" ({med(above_direct(k)):+.3f})" if c is not None else ""))
     print(f"new connections/s (GET of 0 bytes, a new connection each; {n} on 1 client, {n16} on 16), "
           "their p50 time, and the relaying process's CPU per connection:")
     for k in rates:
@@ -374,8 +377,8 @@ def main():
         line(f"proxy CPU aj/relay {mode}",
              f"{q:.2f}x [{lo:.2f}–{hi:.2f}] ({med(mine):.3f} vs {med(cpu_gib['bare relay']):.3f} s/GiB)"
              f"  target <= 1.0x  {ok(q <= 1.0)}")
-        # What each relay adds to the machine: the path's CPU above direct's, round by round.
-        added = {k: [p - d for p, d in zip(path_gib[k], path_gib["direct"])] for k in (f"agentjail {mode}", "bare relay")}
+        # What each relay adds to the machine: the path's CPU above direct's.
+        added = {k: above_direct(k) for k in (f"agentjail {mode}", "bare relay")}
         q, (lo, hi) = ratios(added[f"agentjail {mode}"], added["bare relay"])
         line(f"proxy path aj/relay {mode}",
              f"{q:.2f}x [{lo:.2f}–{hi:.2f}] (+{med(added[f'agentjail {mode}']):.3f} vs +{med(added['bare relay']):.3f} "
