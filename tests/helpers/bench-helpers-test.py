@@ -163,13 +163,13 @@ with tempfile.TemporaryDirectory() as tmp:
             "def spin():\n"
             "    t = time.thread_time()\n"
             "    while time.thread_time() - t < 0.003: pass\n"
-            "input()\n"
+            "print('ready', flush=True); input()\n"
             "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
             "[t.start() for t in ts]; [t.join() for t in ts]\n"
             "print('spun', flush=True); input()\n")
     child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)
+        child.stdout.readline()
         before = pb.process_cpu_s(child.pid)
         child.stdin.write("\n")
         child.stdin.flush()
