@@ -17,23 +17,27 @@
 #include "util/process.h"
 #include "util/syscalls.h"
 
-int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
-                   uint64_t timeout_ns, AjAlert *ret)
+int aj_alert_log_open(const char *run_dir)
 {
-        if (!argv || !argv[0])
+        char log[4096];
+        if (aj_run_file_path(run_dir, AJ_RUN_FILE_ALERT_LOG, log, sizeof(log)) < 0)
+                return -ENAMETOOLONG;
+        /* A record like the others: a FIFO put in its place would hold the supervisor in
+         * open(2) with no reader. */
+        return aj_open_regular_at(AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND, 0640);
+}
+
+int aj_alert_start(char *const *argv, const char *run_dir, const char *run_id, const char *kind, const char *input,
+                   int out, uint64_t timeout_ns, AjAlert *ret)
+{
+        if (!argv || !argv[0] || out < 0)
                 return -EINVAL;
-        char incident[4096], log[4096];
-        if (aj_run_file_path(run_dir, input, incident, sizeof(incident)) < 0 ||
-            aj_run_file_path(run_dir, AJ_RUN_FILE_ALERT_LOG, log, sizeof(log)) < 0)
+        char incident[4096];
+        if (aj_run_file_path(run_dir, input, incident, sizeof(incident)) < 0)
                 return -ENAMETOOLONG;
         _cleanup_close_ int in = aj_open_regular_at(AT_FDCWD, incident, O_RDONLY, 0);
         if (in < 0)
                 return in;
-        /* A record like the others: a FIFO put in its place would hold the supervisor in
-         * open(2) with no reader. */
-        _cleanup_close_ int out = aj_open_regular_at(AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND, 0640);
-        if (out < 0)
-                return out;
         /* Reports exec failure through a CLOEXEC pipe, so "command not found" is an error here. */
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,11 +18,63 @@
 #include "run-record.h"
 #include "state.h"
 #include "util/clock.h"
+#include "util/fd.h"
 #include "util/macros.h"
 
 #define ALERT_TIMEOUT_DEFAULT_NS (10ull * 1000000000ull)
+#define OUTPUT_CHUNK 65536
+/* Chunks read in one wake-up: the loop's other work goes on between them. */
+#define OUTPUT_CHUNKS_PER_WAKE 16
 
 static bool configured(const AjSupAlert *a) { return a->cfg.argv && a->cfg.argv[0]; }
+
+static void close_output(AjSupAlert *a)
+{
+        aj_loop_io_remove(a->out_io);
+        a->out_io = NULL;
+        if (a->out_fd >= 0)
+                close(a->out_fd);
+        a->out_fd = -1;
+}
+
+/* What the alert wrote, into alert.log up to its bound; the rest is read and dropped, and
+ * log.truncated recorded once. A few chunks at a time, until the pipe is empty: a process
+ * the alert left behind may write as fast as this reads. At its end (every writer gone)
+ * or on an error the pipe is closed. */
+static void read_output(AjSupAlert *a)
+{
+        char buf[OUTPUT_CHUNK];
+        uint64_t cap = a->cfg.log_cap ? a->cfg.log_cap : UINT64_MAX;
+        for (int i = 0; a->out_fd >= 0 && i < OUTPUT_CHUNKS_PER_WAKE; i++) {
+                ssize_t n = read(a->out_fd, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return;
+                if (n <= 0) {
+                        close_output(a);
+                        return;
+                }
+                size_t fit = aj_log_cap_fit(a->logged, cap, (size_t)n);
+                if (fit > 0 && a->log_fd >= 0 && aj_write_all(a->log_fd, buf, fit) < 0) {
+                        aj_warning("cannot write " AJ_RUN_FILE_ALERT_LOG ": %s", strerror(errno));
+                        close(a->log_fd);
+                        a->log_fd = -1;
+                }
+                a->logged += fit;
+                if (fit < (size_t)n && !a->log_cut) {
+                        a->log_cut = true;
+                        aj_sup_emit(&a->events, "log.truncated",
+                                    json_pack("{s:s, s:I}", "stream", "alert", "limit", (json_int_t)cap));
+                }
+        }
+}
+
+static void on_output(AjLoopIo *io, int fd, uint32_t revents, void *userdata)
+{
+        (void)io, (void)fd, (void)revents;
+        read_output(userdata);
+}
 
 static void start_queued(AjSupAlert *a)
 {
@@ -56,6 +110,11 @@ static void alert_event(AjSupAlert *a, bool timer)
                 if (!ok)
                         aj_warning("The alert command failed (see " AJ_RUN_FILE_ALERT_LOG " in the run directory)");
         }
+        /* What it wrote before it ended (the pipe holds at most its size, 64 KiB unless the
+         * alert grew it; a megabyte is read); a process it left behind holding the pipe is
+         * not waited for (its writes fail once the pipe is closed). */
+        read_output(a);
+        close_output(a);
         aj_loop_io_remove(a->io);
         a->io = NULL;
         close(a->alert.pidfd);
@@ -78,7 +137,9 @@ static void on_timeout(AjLoopTimer *t, uint64_t now_ns, void *userdata)
 
 void aj_sup_alert_init(AjSupAlert *a, AjLoop *loop, const AjSupAlertConfig *cfg, const AjSupSink *events)
 {
-        *a = (AjSupAlert){ .cfg = *cfg, .loop = loop, .events = *events, .alert = { .pidfd = -1 } };
+        *a = (AjSupAlert){
+                .cfg = *cfg, .loop = loop, .events = *events, .alert = { .pidfd = -1 }, .out_fd = -1, .log_fd = -1
+        };
         aj_loop_timer_init(loop, &a->timer, on_timeout, a);
 }
 
@@ -98,8 +159,28 @@ void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
                 a->queued[slot].input = input;
                 return;
         }
-        int r = aj_alert_start(a->cfg.argv, a->cfg.run_dir, a->cfg.id, kind, input, timeout, &a->alert);
+        int r = 0, out[2] = { -1, -1 };
+        if (a->log_fd < 0) {
+                r = aj_alert_log_open(a->cfg.run_dir);
+                struct stat st;
+                if (r >= 0) {
+                        a->log_fd = r;
+                        a->logged = fstat(a->log_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+                }
+        }
+        if (r >= 0 && pipe2(out, O_CLOEXEC) < 0)
+                r = -errno;
+        if (r >= 0 && aj_fd_set_nonblock(out[0], true) < 0)
+                r = -errno;
+        if (r >= 0)
+                r = aj_alert_start(a->cfg.argv, a->cfg.run_dir, a->cfg.id, kind, input, out[1], timeout, &a->alert);
+        if (out[1] >= 0)
+                close(out[1]);
+        a->out_fd = out[0];
+        if (r >= 0 && aj_loop_add_io(a->loop, a->out_fd, EPOLLIN, on_output, a, &a->out_io) < 0)
+                a->out_io = NULL; /* read when it exits */
         if (r < 0) {
+                close_output(a);
                 aj_warning("Cannot run the alert command '%s': %s", a->cfg.argv[0], strerror(-r));
                 aj_sup_emit(&a->events, "alert.failed",
                             json_pack("{s:s, s:s}", "command", a->cfg.argv[0], "error", strerror(-r)));
@@ -157,12 +238,25 @@ void aj_sup_alert_finish(AjSupAlert *a)
         while (a->alert.pidfd >= 0) {
                 uint64_t now = aj_now_monotonic_ns();
                 int timeout = a->alert.deadline_ns > now ? (int)((a->alert.deadline_ns - now) / 1000000) + 1 : 0;
-                struct pollfd pfd = { .fd = a->alert.pidfd, .events = POLLIN };
+                /* Its output read meanwhile: one that fills the pipe would wait for us. */
+                struct pollfd pfd[2] = { { .fd = a->alert.pidfd, .events = POLLIN },
+                                         { .fd = a->out_fd, .events = POLLIN } };
                 int n;
                 do
-                        n = poll(&pfd, 1, timeout);
+                        n = poll(pfd, a->out_fd >= 0 ? 2 : 1, timeout);
                 while (n < 0 && errno == EINTR);
-                alert_event(a, n <= 0); /* past its time, or poll failed: killed, so the loop ends */
+                /* Past its time, the output is not read on: an alert that writes without
+                 * end keeps the pipe readable, and this would never reach the kill. */
+                bool late = timeout == 0;
+                if (n > 0 && !(pfd[0].revents & POLLIN) && !late) {
+                        read_output(a);
+                        continue;
+                }
+                alert_event(a, n <= 0 || late); /* past its time, or poll failed: killed, so the loop ends */
         }
         memset(a->queued, 0, sizeof(a->queued)); /* could not start: alert_start said why */
+        close_output(a);
+        if (a->log_fd >= 0)
+                close(a->log_fd);
+        a->log_fd = -1;
 }

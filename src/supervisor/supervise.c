@@ -204,7 +204,8 @@ int aj_run_parts_init(Run *run)
                                 .timeout_ns = p->alert_timeout_ns,
                                 .run_dir = run->run_dir,
                                 .id = run->id,
-                                .name = run->name };
+                                .name = run->name,
+                                .log_cap = p->log_output_bytes };
         aj_sup_alert_init(&run->alert, run->loop, &ac, &run->sink);
         aj_sup_cgroup_events_init(&run->cg_events, run->cgroup, p->memory, p->pids, &run->sink);
         return 0;

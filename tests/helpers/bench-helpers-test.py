@@ -4,7 +4,9 @@ startup-steps.py's table from saved -vv lines, startup-cpu.py's CPU per start (t
 ticks it reads, a command that spins, or leaves a spinning orphan, counted in both figures,
 its figures' and summary lines' shape), scale-bench.py's leftover check finding what a run left behind (a live
 process, a cgroup directory, a mount namespace holder, a new entry in the runtime dir) and
-nothing when all is gone, and work-load.sh --env (the variables the work group compares)."""
+nothing when all is gone, proxy-bench.py's jail driver and CPU readings (ns, not ticks: the
+supervisor's threads, http-bench's counters and its `cpu` wrapper), and work-load.sh --env
+(the variables the work group compares)."""
 import importlib.util
 import json
 import os
@@ -153,6 +155,60 @@ with tempfile.TemporaryDirectory() as tmp:
     finally:
         j.close()
     ok(j.proc.returncode == 0, "the driver ends when told to quit")
+
+    # The CPU readings of the proxy group, in ns: the supervisor's threads (its 10 ms ticks
+    # were 5 % of a GiB's figure per reading), the bare relay's and the server's children
+    # (counters they add to as they end) and the client (`http-bench cpu`).
+    spin = ("import threading, time\n"
+            "def spin():\n"
+            "    t = time.thread_time()\n"
+            "    while time.thread_time() - t < 0.003: pass\n"
+            "print('ready', flush=True); input()\n"
+            "ts = [threading.Thread(target=spin) for _ in range(2)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print('spun', flush=True); input()\n")
+    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        before = pb.process_cpu_s(child.pid)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.stdout.readline()
+        spun = pb.process_cpu_s(child.pid) - before
+        ok(0.006 <= spun < 0.05, f"two threads' 3 ms spins, ended, read as at least 6 ms, not in 10 ms ticks ({spun * 1e3:.2f} ms)")
+    finally:
+        child.kill()
+        child.wait()
+    hb = os.environ.get("HTTP_BENCH")
+    if hb:
+        p = subprocess.run([hb, "cpu", sys.executable, "-c", "import time\nt = time.process_time()\n"
+                            "while time.process_time() - t < 0.02: pass\nprint('10 20')\nraise SystemExit(3)"],
+                           capture_output=True, text=True)
+        line, cpu = pb.timed_transfer(p.stdout)
+        ok(p.returncode == 3 and line == "10 20" and 0.02 <= cpu < 0.5,
+           f"http-bench cpu: the command's output, its exit status and its CPU ({cpu * 1e3:.1f} ms)")
+        sc, rc = os.path.join(tmp, "serve.cpu"), os.path.join(tmp, "relay.cpu")
+        serve = subprocess.Popen([hb, "serve", "--cpu-file", sc], stdout=subprocess.PIPE, text=True)
+        sport = int(serve.stdout.readline())
+        relay = subprocess.Popen([hb, "relay", str(sport), "--cpu-file", rc], stdout=subprocess.PIPE, text=True)
+        rport = int(relay.stdout.readline())
+        try:
+            get = ("import socket\ns = socket.create_connection(('127.0.0.1', %d))\n"
+                   "s.sendall(b'GET /%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\nn = 0\n"
+                   "while (b := s.recv(1 << 20)): n += len(b)\nprint(n, n)")
+            before = (pb.counter_s(sc), pb.counter_s(rc))
+            p = subprocess.run([hb, "cpu", sys.executable, "-c", get % (rport, 64 << 20)], capture_output=True, text=True)
+            line, client = pb.timed_transfer(p.stdout)
+            served, relayed = pb.counter_s(sc) - before[0], pb.counter_s(rc) - before[1]
+            ok(int(line.split()[0]) > 64 << 20 and client > 0 and served > 0 and relayed > 0,
+               f"64 MiB through the bare relay: the client's, the server's and the relay's CPU counted, "
+               f"as the transfer ended ({client * 1e3:.1f}, {served * 1e3:.1f}, {relayed * 1e3:.1f} ms)")
+        finally:
+            for proc in (relay, serve):
+                proc.kill()
+                proc.wait()
+    else:
+        ok(False, "HTTP_BENCH names the http-bench helper (meson test sets it)")
 
 # work-load.sh --env: the variables the work bench compares between its environments (each
 # must see bare's), set, empty and unset told apart, and no item run.

@@ -2,18 +2,27 @@
 /*
  * HTTP peer for the proxy benchmark (scripts/bench). Static, so it also runs in a jail.
  *
- *   http-bench serve [ADDR]
+ *   http-bench serve [ADDR] [--cpu-file PATH]
  *       Listens on 127.0.0.1 (or the IPv4 ADDR; a free port, printed as the first line
  *       of stdout) and answers `GET /N` (origin form) with N zero bytes,
  *       `Connection: close`. Bodies up to 1 MiB are written by the accepting process;
  *       larger ones by a forked child, so a bulk transfer never blocks new connections.
  *       The peer is meant not to be the bottleneck: it writes from one zeroed buffer.
- *   http-bench relay PORT
+ *       With --cpu-file, each such child adds its CPU time (ns) to the 8-byte counter
+ *       PATH (made, mapped shared) before it closes the connection.
+ *   http-bench relay PORT [--copy] [--nonblock] [--sockbuf N] [--chunk N] [--cpu-file PATH]
  *       The proxy's peer: the least a user-space relay does. Listens like `serve`; for
  *       each connection a forked child connects to 127.0.0.1:PORT, forwards the
  *       request head and splices the answer back through a 1 MiB pipe (blocking, no
- *       policy, no accounting) until the server closes. The children are reaped by the
- *       listening process, so their CPU time shows in its cutime/cstime (/proc/PID/stat).
+ *       policy, no accounting) until the server closes; its CPU goes to --cpu-file as
+ *       `serve`'s. The options are one property of the jail's proxy each (session 24 of
+ *       docs/performance.md): --copy recv/send through a 1 MiB buffer, --nonblock the
+ *       same on non-blocking sockets with edge-triggered epoll, --sockbuf fixed
+ *       SO_RCVBUF/SO_SNDBUF, --chunk at most N bytes a call. HTTP_BENCH_REPORT set:
+ *       each child of `serve` and `relay` prints its CPU, calls and context switches.
+ *   http-bench cpu CMD [ARG]...
+ *       Runs CMD, then prints `cpu_ns=N` (its CPU time and its reaped children's, from
+ *       wait4) on a line after its output; exits with its status.
  *   http-bench conns N HOST PORT [--proxy IP:PORT] [-c C]
  *       N sequential `GET /0` requests, each on a new connection, from C processes
  *       (default 1); through an HTTP proxy as absolute-form requests, or directly to
@@ -36,7 +45,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -121,6 +133,32 @@ static void answer(int fd, long long n)
                 (void)send_body(fd, (unsigned long long)n);
 }
 
+/* How the relay moves the answer (`relay` options): the bench's relay splices, blocking,
+ * with the kernel's autotuned socket buffers; the others are the experiments of
+ * docs/performance.md's session 24, each one property of the jail's proxy. */
+static struct {
+        bool copy;     /* --copy: recv/send through a 1 MiB buffer, not splice through a pipe */
+        bool nonblock; /* --nonblock: non-blocking sockets, edge-triggered epoll, as the proxy */
+        int sockbuf;   /* --sockbuf N: SO_RCVBUF/SO_SNDBUF N on both sockets, as the proxy */
+        size_t chunk;  /* --chunk N: at most N bytes a call (default 1 MiB) */
+        uint64_t *cpu; /* --cpu-file PATH: the children's CPU ns, added up (shared, mapped) */
+} ropt = { .chunk = 1 << 20 };
+
+/* A bulk child's CPU, at its end: added to the relay's --cpu-file counter (ns), and with
+ * HTTP_BENCH_REPORT set, a line on stderr (the experiments of docs/performance.md). */
+static void report_cpu(const char *who, unsigned long long calls)
+{
+        struct timespec ts;
+        struct rusage ru;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        uint64_t ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+        if (ropt.cpu)
+                __atomic_fetch_add(ropt.cpu, ns, __ATOMIC_RELAXED);
+        if (getenv("HTTP_BENCH_REPORT") && getrusage(RUSAGE_SELF, &ru) == 0)
+                fprintf(stderr, "%s: cpu_ns=%llu calls=%llu nvcsw=%ld nivcsw=%ld\n", who, (unsigned long long)ns, calls,
+                        ru.ru_nvcsw, ru.ru_nivcsw);
+}
+
 /* A listener on addr (IPv4, network order), its port printed as the first line of stdout;
  * -1 on error. */
 static int listen_at(in_addr_t addr)
@@ -149,6 +187,76 @@ static bool child_of_server(void)
         return getppid() != 1;
 }
 
+/* Blocking: read a chunk (splice into the pipe, or recv into the buffer), pass it all on. */
+static void move_blocking(int ufd, int cfd, char *buf, const int *p, unsigned long long *calls)
+{
+        for (;;) {
+                ssize_t n = ropt.copy ? recv(ufd, buf, ropt.chunk, 0)
+                                      : splice(ufd, NULL, p[1], NULL, ropt.chunk, SPLICE_F_MOVE);
+                ++*calls;
+                if (n <= 0)
+                        return;
+                size_t off = 0;
+                while (off < (size_t)n) {
+                        ssize_t w = ropt.copy ? send(cfd, buf + off, (size_t)n - off, MSG_NOSIGNAL)
+                                              : splice(p[0], NULL, cfd, NULL, (size_t)n - off, SPLICE_F_MOVE);
+                        ++*calls;
+                        if (w <= 0)
+                                return;
+                        off += (size_t)w;
+                }
+        }
+}
+
+/* Non-blocking, as the jail's proxy: edge-triggered epoll on both sockets, a read only into
+ * an empty buffer, send until the client is full, then wait for its room. */
+static void move_nonblocking(int ufd, int cfd, char *buf, unsigned long long *calls)
+{
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.fd = ufd };
+        if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ufd, &ev) < 0)
+                return;
+        ev = (struct epoll_event){ .events = EPOLLOUT | EPOLLET, .data.fd = cfd };
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev) < 0)
+                return;
+        fcntl(ufd, F_SETFL, O_NONBLOCK);
+        fcntl(cfd, F_SETFL, O_NONBLOCK);
+        size_t off = 0, len = 0;
+        bool eof = false;
+        for (;;) {
+                while (len > off) {
+                        ssize_t w = send(cfd, buf + off, len - off, MSG_NOSIGNAL);
+                        ++*calls;
+                        if (w < 0 && errno == EAGAIN)
+                                break;
+                        if (w <= 0)
+                                return;
+                        off += (size_t)w;
+                }
+                if (len == off && eof)
+                        return;
+                if (len == off) {
+                        ssize_t n = recv(ufd, buf, ropt.chunk, 0);
+                        ++*calls;
+                        if (n > 0) {
+                                off = 0;
+                                len = (size_t)n;
+                                continue;
+                        }
+                        if (n == 0) {
+                                eof = true;
+                                continue;
+                        }
+                        if (errno != EAGAIN)
+                                return;
+                }
+                struct epoll_event got[2];
+                ++*calls;
+                if (epoll_wait(ep, got, 2, -1) < 0 && errno != EINTR)
+                        return;
+        }
+}
+
 static void relay_one(int cfd, int port)
 {
         char head[MAX_HEAD];
@@ -165,22 +273,27 @@ static void relay_one(int cfd, int port)
                                   .sin_port = htons((uint16_t)port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         int ufd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int p[2];
+        if (ropt.sockbuf > 0)
+                for (int i = 0; i < 2; i++) {
+                        int fd = i ? cfd : ufd;
+                        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &ropt.sockbuf, sizeof(ropt.sockbuf));
+                        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &ropt.sockbuf, sizeof(ropt.sockbuf));
+                }
+        int p[2] = { -1, -1 };
         if (ufd < 0 || connect(ufd, (struct sockaddr *)&to, sizeof(to)) < 0 || write_all(ufd, head, have) < 0 ||
-            pipe2(p, O_CLOEXEC) < 0)
+            (!ropt.copy && pipe2(p, O_CLOEXEC) < 0))
+                return;
+        char *buf = ropt.copy ? malloc(ropt.chunk) : NULL;
+        if (ropt.copy && !buf)
                 return;
         (void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
-        for (;;) {
-                ssize_t n = splice(ufd, NULL, p[1], NULL, 1 << 20, SPLICE_F_MOVE);
-                if (n <= 0)
-                        return;
-                while (n > 0) {
-                        ssize_t w = splice(p[0], NULL, cfd, NULL, (size_t)n, SPLICE_F_MOVE);
-                        if (w <= 0)
-                                return;
-                        n -= w;
-                }
-        }
+        unsigned long long calls = 0;
+        if (ropt.nonblock && ropt.copy)
+                move_nonblocking(ufd, cfd, buf, &calls);
+        else
+                move_blocking(ufd, cfd, buf, p, &calls);
+        free(buf);
+        report_cpu("relay", calls);
 }
 
 /* The next connection; -1 (reported) when the listener broke. */
@@ -246,6 +359,7 @@ static int serve(in_addr_t addr)
                                 if (child_of_server()) {
                                         close(ls);
                                         answer(fd, n);
+                                        report_cpu("serve", 0);
                                 }
                                 _exit(0);
                         }
@@ -453,16 +567,78 @@ static int conns(long n, const char *host, int port, const char *proxy, int c, b
         return errors ? 1 : 0;
 }
 
+/* `cpu CMD...`: runs CMD, then prints its CPU time (its own and its reaped children's, in ns
+ * from wait4's rusage) as `cpu_ns=N` after what it printed; its exit status. */
+static int run_timed(char **argv)
+{
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+                execvp(argv[0], argv);
+                perror(argv[0]);
+                _exit(127);
+        }
+        int status;
+        struct rusage ru;
+        if (pid < 0 || wait4(pid, &status, 0, &ru) < 0) {
+                perror("http-bench: cpu");
+                return 1;
+        }
+        unsigned long long us = (unsigned long long)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000ull +
+                                (unsigned long long)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+        printf("\ncpu_ns=%llu\n", us * 1000);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+/* The relay's children's CPU counter: 8 bytes of PATH (made, zeroed), mapped shared. */
+static uint64_t *map_counter(const char *path)
+{
+        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        void *m = MAP_FAILED;
+        if (fd >= 0 && ftruncate(fd, sizeof(uint64_t)) == 0)
+                m = mmap(NULL, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (fd >= 0)
+                close(fd);
+        if (m == MAP_FAILED) {
+                perror(path);
+                return NULL;
+        }
+        return m;
+}
+
 int main(int argc, char **argv)
 {
         struct in_addr addr = { htonl(INADDR_LOOPBACK) };
-        if (argc >= 2 && argc <= 3 && strcmp(argv[1], "serve") == 0) {
-                if (argc == 3 && inet_pton(AF_INET, argv[2], &addr) != 1)
-                        goto usage;
+        if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+                for (int i = 2; i < argc; i++) {
+                        if (strcmp(argv[i], "--cpu-file") == 0 && i + 1 < argc && !ropt.cpu) {
+                                if (!(ropt.cpu = map_counter(argv[++i])))
+                                        return 1;
+                        } else if (i != 2 || inet_pton(AF_INET, argv[i], &addr) != 1)
+                                goto usage;
+                }
                 return serve(addr.s_addr);
         }
-        if (argc == 3 && strcmp(argv[1], "relay") == 0 && atoi(argv[2]) > 0 && atoi(argv[2]) < 65536)
+        if (argc >= 3 && strcmp(argv[1], "cpu") == 0)
+                return run_timed(argv + 2);
+        if (argc >= 3 && strcmp(argv[1], "relay") == 0 && atoi(argv[2]) > 0 && atoi(argv[2]) < 65536) {
+                for (int i = 3; i < argc; i++) {
+                        if (strcmp(argv[i], "--copy") == 0)
+                                ropt.copy = true;
+                        else if (strcmp(argv[i], "--nonblock") == 0)
+                                ropt.nonblock = ropt.copy = true;
+                        else if (strcmp(argv[i], "--sockbuf") == 0 && i + 1 < argc)
+                                ropt.sockbuf = atoi(argv[++i]);
+                        else if (strcmp(argv[i], "--chunk") == 0 && i + 1 < argc && atoi(argv[i + 1]) > 0)
+                                ropt.chunk = (size_t)atoi(argv[++i]);
+                        else if (strcmp(argv[i], "--cpu-file") == 0 && i + 1 < argc && !ropt.cpu) {
+                                if (!(ropt.cpu = map_counter(argv[++i])))
+                                        return 1;
+                        } else
+                                goto usage;
+                }
                 return relay(atoi(argv[2]));
+        }
         bool connect_only = argc >= 5 && strcmp(argv[1], "connect") == 0;
         if (argc >= 5 && (strcmp(argv[1], "conns") == 0 || connect_only)) {
                 long n = atol(argv[2]);
@@ -481,8 +657,10 @@ int main(int argc, char **argv)
                 return conns(n, host, port, proxy, c, connect_only);
         }
 usage:
-        fprintf(stderr, "usage: http-bench serve [ADDR] | http-bench relay PORT |\n"
-                        "       http-bench conns N HOST PORT [--proxy IP:PORT] [-c C] |\n"
-                        "       http-bench connect N HOST PORT [--proxy IP:PORT]\n");
+        fprintf(stderr,
+                "usage: http-bench serve [ADDR] [--cpu-file PATH] | http-bench cpu CMD [ARG]... |\n"
+                "       http-bench relay PORT [--copy] [--nonblock] [--sockbuf N] [--chunk N] [--cpu-file PATH] |\n"
+                "       http-bench conns N HOST PORT [--proxy IP:PORT] [-c C] |\n"
+                "       http-bench connect N HOST PORT [--proxy IP:PORT]\n");
         return 2;
 }

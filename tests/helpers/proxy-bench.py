@@ -6,11 +6,19 @@ scripts/bench starts the peers (a zero-serving HTTP server, the bare splice rela
 tinyproxy, squid, a server behind a shaped veth) and passes their pids and ports; this
 starts one jail whose shell runs the commands it is given through files in the
 workspace (cmd.N -> out.N, rc.N), so that every path is measured in turns, round by
-round, and the CPU time of each relaying process is read from /proc/PID/stat right
-before and after each measurement:
-  the jail's proxy  the supervisor (the `agentjail run` process): its utime + stime
-  tinyproxy, squid  the process, its threads, its children (live or reaped)
-  bare relay        the listening process and its forked relays (reaped: cutime, cstime)
+round, and the CPU time of each relaying process is read right before and after each
+measurement:
+  the jail's proxy  the supervisor (the `agentjail run` process): its threads' run time in ns
+                    (its process CPU clock)
+  tinyproxy, squid  the process, its threads, its children (live or reaped), in ticks
+                    (/proc/PID/stat: utime, stime, cutime, cstime)
+  bare relay        its forked relays' CPU in ns, each added to a counter (--relay-cpu) as it ends
+A transfer's whole path is also counted: curl (`http-bench cpu`, from wait4) and the
+server's sender (--serve-cpu) with the relaying process. On loopback a segment's transmit
+and receive run in whichever process's system call or softirq meets them (the receiver's
+window update sends what waited in the sender's socket), so a relay with larger socket
+buffers is charged less and its client more (docs/performance.md, session 24): the path's
+CPU above direct's is what a relay costs the machine.
 """
 import argparse
 import errno
@@ -24,6 +32,8 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 CURL = "curl -s -m 120 -o /dev/null -w '%{speed_download} %{size_download}\\n'"
+# The transfers' client: curl under `http-bench cpu` (its CPU in ns after its output).
+TIMED_CURL = "http-bench cpu " + CURL
 
 
 def ticks(pid, children):
@@ -34,6 +44,19 @@ def ticks(pid, children):
     if children:
         t += int(fields[13]) + int(fields[14])
     return t
+
+
+def process_cpu_s(pid):
+    """The run time of pid's threads, those that ended included, in seconds: its process CPU
+    clock (ns; clock_getcpuclockid's clock id, which Python's time module does not offer).
+    The supervisor's 10 ms ticks in /proc/PID/stat were 5 % of a GiB's figure per reading."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9  # CPUCLOCK_SCHED of a process
+
+
+def counter_s(path):
+    """An http-bench --cpu-file counter (ns, native 8 bytes) in seconds."""
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(8), sys.byteorder) / 1e9
 
 
 def descendants(pid):
@@ -162,6 +185,15 @@ def transfer_mib_s(out, size):
     return float(speed) / 2**20
 
 
+def timed_transfer(out):
+    """`http-bench cpu curl ...`'s output: curl's line, and curl's CPU seconds."""
+    lines = out.split("\n")
+    cpu = [l for l in lines if l.startswith("cpu_ns=")]
+    if len(cpu) != 1:
+        sys.exit(f"bench: no CPU time of the client in {out[-500:]!r}")
+    return " ".join(l for l in lines if l and not l.startswith("cpu_ns=")), int(cpu[0][7:]) / 1e9
+
+
 def kv(out):
     f = dict(p.split("=") for p in out.split())
     if f.get("errors") != "0":
@@ -179,8 +211,8 @@ def spread(v):
 
 def main():
     ap = argparse.ArgumentParser()
-    for a in ("aj", "work", "port", "relay", "tinyproxy", "squid", "link", "summary", "figures"):
-        ap.add_argument("--" + a, required=True)
+    for a in ("aj", "work", "port", "relay", "relay_cpu", "serve_cpu", "tinyproxy", "squid", "link", "summary", "figures"):
+        ap.add_argument("--" + a.replace("_", "-"), required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--link-shape", default="")
     ap.add_argument("--baseline", action="append", default=[],
@@ -189,7 +221,7 @@ def main():
     ap.add_argument("--link-bytes", type=int, default=256 << 20)
     a = ap.parse_args()
     port = int(a.port)
-    relay_pid, relay_port = map(int, a.relay.split(":"))
+    _, relay_port = map(int, a.relay.split(":"))
     tp_pid, tp_port = map(int, a.tinyproxy.split(":"))
     sq_pid, sq_port = map(int, a.squid.split(":"))
     link_ip, link_port = a.link.split(":")
@@ -205,52 +237,52 @@ def main():
             state = os.path.join(a.work, f"state-baseline{i}")
             os.makedirs(state, exist_ok=True)
             others.append((label, Jail(path, a.work, allow, tag=f"-b{i}", state=state)))
-        # name: (where it runs, its relaying process or None, curl's options)
+        # name: (where it runs, its relaying process's CPU seconds or None, curl's options)
+        sup = lambda j: (lambda: process_cpu_s(j.pid))
+        relay_cpu = lambda: counter_s(a.relay_cpu)
         transfers = {
             "direct": (host, None, f"--noproxy '*' {url}"),
-            "agentjail CONNECT": (jail.run, (jail.pid, False), f"--noproxy '' -p -x http://127.0.0.1:3128 {url}"),
-            "agentjail forward": (jail.run, (jail.pid, False), f"--noproxy '' -x http://127.0.0.1:3128 {url}"),
-            "tinyproxy CONNECT": (host, (tp_pid, True), f"--noproxy '' -p -x http://127.0.0.1:{tp_port} {url}"),
-            "tinyproxy forward": (host, (tp_pid, True), f"--noproxy '' -x http://127.0.0.1:{tp_port} {url}"),
-            "squid CONNECT": (host, (sq_pid, True), f"--noproxy '' -p -x http://127.0.0.1:{sq_port} {url}"),
-            "squid forward": (host, (sq_pid, True), f"--noproxy '' -x http://127.0.0.1:{sq_port} {url}"),
-            "bare relay": (host, (relay_pid, True), f"--noproxy '*' http://127.0.0.1:{relay_port}/{GIB}"),
+            "agentjail CONNECT": (jail.run, sup(jail), f"--noproxy '' -p -x http://127.0.0.1:3128 {url}"),
+            "agentjail forward": (jail.run, sup(jail), f"--noproxy '' -x http://127.0.0.1:3128 {url}"),
+            "tinyproxy CONNECT": (host, lambda: cpu_s(tp_pid), f"--noproxy '' -p -x http://127.0.0.1:{tp_port} {url}"),
+            "tinyproxy forward": (host, lambda: cpu_s(tp_pid), f"--noproxy '' -x http://127.0.0.1:{tp_port} {url}"),
+            "squid CONNECT": (host, lambda: cpu_s(sq_pid), f"--noproxy '' -p -x http://127.0.0.1:{sq_port} {url}"),
+            "squid forward": (host, lambda: cpu_s(sq_pid), f"--noproxy '' -x http://127.0.0.1:{sq_port} {url}"),
+            "bare relay": (host, relay_cpu, f"--noproxy '*' http://127.0.0.1:{relay_port}/{GIB}"),
         }
         for label, j in others:
-            transfers[f"{label} CONNECT"] = (j.run, (j.pid, False), f"--noproxy '' -p -x http://127.0.0.1:3128 {url}")
+            transfers[f"{label} CONNECT"] = (j.run, sup(j), f"--noproxy '' -p -x http://127.0.0.1:3128 {url}")
         n, n16 = a.conns, 2 * a.conns
         rates = {}
         for c, k in ((1, n), (16, n16)):
             rates[f"direct, {c}"] = (host, None, f"{hb} conns {k} 127.0.0.1 {port} -c {c}")
-            rates[f"agentjail, {c}"] = (jail.run, (jail.pid, False),
+            rates[f"agentjail, {c}"] = (jail.run, sup(jail),
                                         f"./http-bench conns {k} 127.0.0.1 {port} --proxy 127.0.0.1:3128 -c {c}")
-            rates[f"agentjail by name, {c}"] = (jail.run, (jail.pid, False),
+            rates[f"agentjail by name, {c}"] = (jail.run, sup(jail),
                                                 f"./http-bench conns {k} web.test {port} --proxy 127.0.0.1:3128 -c {c}")
-            rates[f"tinyproxy, {c}"] = (host, (tp_pid, True),
+            rates[f"tinyproxy, {c}"] = (host, lambda: cpu_s(tp_pid),
                                         f"{hb} conns {k} 127.0.0.1 {port} --proxy 127.0.0.1:{tp_port} -c {c}")
-            rates[f"squid, {c}"] = (host, (sq_pid, True),
+            rates[f"squid, {c}"] = (host, lambda: cpu_s(sq_pid),
                                     f"{hb} conns {k} 127.0.0.1 {port} --proxy 127.0.0.1:{sq_port} -c {c}")
             for label, j in others:
-                rates[f"{label}, {c}"] = (j.run, (j.pid, False),
+                rates[f"{label}, {c}"] = (j.run, sup(j),
                                           f"./http-bench conns {k} 127.0.0.1 {port} --proxy 127.0.0.1:3128 -c {c}")
         link_url = f"http://{link_ip}:{link_port}/{a.link_bytes}"
         links = {
             "direct": (host, None, f"{CURL} --noproxy '*' {link_url}", f"{hb} connect 300 {link_ip} {link_port}"),
-            "agentjail": (jail.run, (jail.pid, False), f"{CURL} --noproxy '' -p -x http://127.0.0.1:3128 {link_url}",
+            "agentjail": (jail.run, sup(jail), f"{CURL} --noproxy '' -p -x http://127.0.0.1:3128 {link_url}",
                           f"./http-bench connect 300 {link_ip} {link_port} --proxy 127.0.0.1:3128"),
         }
 
         def measured(where, proc, cmd):
-            before = cpu_s(*proc) if proc else 0.0
+            before = proc() if proc else 0.0
             out = where(cmd)
-            # The bare relay's child is reaped just after it closes the connection.
-            if proc and proc[0] == relay_pid:
-                time.sleep(0.05)
-            after = cpu_s(*proc) if proc else 0.0
+            after = proc() if proc else 0.0
             return out, after - before
 
         speed = {k: [] for k in transfers}
         cpu_gib = {k: [] for k in transfers}
+        path_gib = {k: [] for k in transfers}
         cps = {k: [] for k in rates}
         cpu_conn = {k: [] for k in rates}
         lat = {k: [] for k in rates}
@@ -262,9 +294,14 @@ def main():
             names = names[r % len(names):] + names[:r % len(names)]
             for k in names:
                 where, proc, opts = transfers[k]
-                out, cpu = measured(where, proc, f"{CURL} {opts}")
-                speed[k].append(transfer_mib_s(out, GIB))
+                timed = TIMED_CURL.replace("http-bench", hb if where is host else "./http-bench")
+                served = counter_s(a.serve_cpu)
+                out, cpu = measured(where, proc, f"{timed} {opts}")
+                served = counter_s(a.serve_cpu) - served
+                got, client = timed_transfer(out)
+                speed[k].append(transfer_mib_s(got, GIB))
                 cpu_gib[k].append(cpu)
+                path_gib[k].append(client + served + cpu)
             names = list(rates)
             names = names[r % len(names):] + names[:r % len(names)]
             for k in names:
@@ -287,13 +324,19 @@ def main():
             j.close()
 
     figs = {"rounds": a.rounds, "transfer": {}, "conns": {}, "link": {"shape": a.link_shape}}
-    print(f"proxy, 1 GiB over HTTP from 127.0.0.1 (median of {a.rounds} rounds [min–max]) and the CPU time of the "
-          "relaying process per GiB:")
+    print(f"proxy, 1 GiB over HTTP from 127.0.0.1 (median of {a.rounds} rounds [min–max]), the CPU time of the "
+          "relaying process per GiB, and the whole path's (curl + server + relay) above direct's:")
+    def above_direct(k):
+        """The path's CPU above direct's, round by round (the rounds' machines differ)."""
+        return [p - d for p, d in zip(path_gib[k], path_gib["direct"])]
+
     for k in transfers:
         c = med(cpu_gib[k]) if transfers[k][1] else None
-        figs["transfer"][k] = {"mib_s": speed[k], "cpu_s_per_gib": cpu_gib[k] if c is not None else None}
-        cs = f"{c:6.3f} s/GiB [{min(cpu_gib[k]):.3f}–{max(cpu_gib[k]):.3f}]" if c is not None else ""
-        print(f"  {k:20s} {med(speed[k]):6.0f} MiB/s [{spread(speed[k])}]  {cs}")
+        figs["transfer"][k] = {"mib_s": speed[k], "cpu_s_per_gib": cpu_gib[k] if c is not None else None,
+                               "path_cpu_s_per_gib": path_gib[k]}
+        cs = f"{c:6.3f} s/GiB [{min(cpu_gib[k]):.3f}–{max(cpu_gib[k]):.3f}]" if c is not None else " " * 27
+        print(f"  {k:20s} {med(speed[k]):6.0f} MiB/s [{spread(speed[k])}]  {cs}  path {med(path_gib[k]):6.3f} s/GiB"
+              + (f" ({med(above_direct(k)):+.3f})" if c is not None else ""))
     print(f"new connections/s (GET of 0 bytes, a new connection each; {n} on 1 client, {n16} on 16), "
           "their p50 time, and the relaying process's CPU per connection:")
     for k in rates:
@@ -334,6 +377,12 @@ def main():
         line(f"proxy CPU aj/relay {mode}",
              f"{q:.2f}x [{lo:.2f}–{hi:.2f}] ({med(mine):.3f} vs {med(cpu_gib['bare relay']):.3f} s/GiB)"
              f"  target <= 1.0x  {ok(q <= 1.0)}")
+        # What each relay adds to the machine: the path's CPU above direct's.
+        added = {k: above_direct(k) for k in (f"agentjail {mode}", "bare relay")}
+        q, (lo, hi) = ratios(added[f"agentjail {mode}"], added["bare relay"])
+        line(f"proxy path aj/relay {mode}",
+             f"{q:.2f}x [{lo:.2f}–{hi:.2f}] (+{med(added[f'agentjail {mode}']):.3f} vs +{med(added['bare relay']):.3f} "
+             f"s/GiB over direct's {med(path_gib['direct']):.3f})  target <= 1.0x  {ok(q <= 1.0)}")
     for c in (1, 16):
         for peer in ("tinyproxy", "squid"):
             q, (lo, hi) = ratios(cps[f"agentjail, {c}"], cps[f"{peer}, {c}"])

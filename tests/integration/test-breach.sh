@@ -287,4 +287,20 @@ cmp_num "$inc_bytes" -lt $((2 * ev_bytes)) \
 is "$(jq -r '[.last_events[] | select(.type == "tool.result")] | length' "$JAIL_RUN_DIR/incident.json")" 4 \
         "incident.json reads back, the undo records in its last events"
 
+# --- alert.log stops at logs.output_bytes: each call the agent holds starts the alert, which
+# reads the agent's arguments; one that prints its input (cat, tee) filled alert.log past
+# every bound on the run's records (18 MB for 300 held calls of 60 KB).
+PAL=$(write_profile alert-log '{"extends": "default", "logs": {"output_bytes": "4K"},
+        "approvals": {"tools": ["hold.*"], "timeout": "1s"},
+        "alert": {"exec": ["/bin/cat"], "timeout": "5s"}}')
+run_jail -p "$PAL" -- /bin/sh -c '
+        pad=$(head -c 3000 /dev/zero | tr "\0" a)
+        for i in 1 2 3; do agentjail meter tool hold.x --id "h$i" --args "{\"pad\": \"$pad\"}" >/dev/null; done
+        echo held'
+like "$JAIL_OUT" held "the agent held three calls, each denied at the approval's timeout" || jail_diag
+is "$(count_lines "$(events_of alert.exit)")" 3 "three alerts ran" || jail_diag
+is "$(stat -c %s "$JAIL_RUN_DIR/alert.log")" 4096 "alert.log stops at logs.output_bytes"
+is "$(events_of log.truncated | jq -r '"\(.stream) \(.limit)"')" "alert 4096" \
+        "log.truncated says alert.log was cut, once"
+
 done_testing

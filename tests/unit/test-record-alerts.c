@@ -369,14 +369,16 @@ Test(record_alerts, alert_log_must_be_a_regular_file)
         cr_assert_eq(aj_run_file_path(root, "alert.log", log, sizeof(log)), 0);
         cr_assert_eq(mkfifo(log, 0600), 0);
         alarm(10); /* without the check, the open below never returns */
-        AjAlert a = {};
-        int r = aj_alert_start((char *[]){ "cat", NULL }, root, "0123456789ab", "breach", "incident.json",
-                               5000000000ULL, &a);
+        int out = aj_alert_log_open(root);
         alarm(0);
-        cr_assert_lt(r, 0, "a FIFO alert.log was opened");
+        cr_assert_lt(out, 0, "a FIFO alert.log was opened");
         cr_assert_eq(unlink(log), 0);
-        r = aj_alert_start((char *[]){ "cat", NULL }, root, "0123456789ab", "breach", "incident.json", 5000000000ULL,
-                           &a);
+        out = aj_alert_log_open(root);
+        cr_assert_geq(out, 0, "%s", strerror(-out));
+        AjAlert a = {};
+        int r = aj_alert_start((char *[]){ "cat", NULL }, root, "0123456789ab", "breach", "incident.json", out,
+                               5000000000ULL, &a);
+        close(out);
         cr_assert_eq(r, 0, "%s", strerror(-r));
         siginfo_t si = {};
         cr_assert_eq(waitid(P_PIDFD, (id_t)a.pidfd, &si, WEXITED), 0);
@@ -402,8 +404,11 @@ Test(record_alerts, alert_starts_outside_the_workspace)
         cr_assert_geq(saved, 0);
         cr_assert_eq(chdir(here), 0);
         AjAlert a = {};
+        int out = aj_alert_log_open(root);
+        cr_assert_geq(out, 0, "%s", strerror(-out));
         int r = aj_alert_start((char *[]){ "/bin/sh", "-c", "pwd", NULL }, root, "0123456789ab", "approval",
-                               "approval.json", 5000000000ULL, &a);
+                               "approval.json", out, 5000000000ULL, &a);
+        close(out);
         cr_assert_eq(fchdir(saved), 0);
         close(saved);
         cr_assert_eq(r, 0, "%s", strerror(-r));

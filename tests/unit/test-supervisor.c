@@ -821,6 +821,123 @@ Test(supervisor, alert_for_a_breach_is_queued_not_skipped)
         cr_expect_eq(system(path), 0);
 }
 
+/* An alert of argv with an approval.json to read, in a fresh run directory; alert_log_size
+ * is alert.log's size there, alert_fixture_free removes it. */
+typedef struct {
+        char dir[32];
+        FakeRun *f;
+        AjSupAlertConfig ac;
+        AjSupAlert a;
+} AlertFixture;
+
+static void alert_fixture(AlertFixture *x, char **argv, uint64_t timeout_ns, uint64_t log_cap)
+{
+        snprintf(x->dir, sizeof(x->dir), "/tmp/aj-test-alert-XXXXXX");
+        cr_assert(mkdtemp(x->dir));
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/approval.json", x->dir);
+        FILE *fp = fopen(path, "w");
+        cr_assert(fp);
+        fputs("{}\n", fp);
+        fclose(fp);
+        x->f = fake_run(&(FakeConfig){ 0 });
+        x->ac = (AjSupAlertConfig){ .argv = argv,
+                                    .timeout_ns = timeout_ns,
+                                    .run_dir = x->dir,
+                                    .id = "0123456789ab",
+                                    .name = "test",
+                                    .log_cap = log_cap };
+        x->a = (AjSupAlert)AJ_SUP_ALERT_INIT;
+        aj_sup_alert_init(&x->a, x->f->loop, &x->ac, &x->f->sink);
+}
+
+static off_t alert_log_size(const AlertFixture *x)
+{
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/alert.log", x->dir);
+        struct stat st;
+        cr_assert_eq(stat(path, &st), 0);
+        return st.st_size;
+}
+
+static void alert_fixture_free(AlertFixture *x)
+{
+        fake_run_free(x->f);
+        char cmd[4096];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", x->dir);
+        cr_expect_eq(system(cmd), 0);
+}
+
+/* The agent decides how many alerts run (each call it holds for approval starts one) and
+ * what they read (its arguments in approval.json); an alert that prints its input (tee)
+ * wrote 18 MB to alert.log for 300 held calls, past every bound on the run's records.
+ * alert.log stops at logs.output_bytes as stdout.log does: the rest is read and dropped,
+ * and log.truncated says so once; a later alert adds nothing. */
+Test(supervisor, alert_log_stops_at_its_bound)
+{
+        char *argv[] = { "/bin/sh", "-c", "head -c 300000 /dev/zero; head -c 300000 /dev/zero >&2", NULL };
+        AlertFixture x;
+        alert_fixture(&x, argv, 20 * SEC, 4096);
+        for (int round = 0; round < 2; round++) {
+                aj_sup_alert_start(&x.a, "approval", "approval.json");
+                cr_assert_geq(x.a.alert.pidfd, 0, "the alert started");
+                for (int i = 0; i < 2000 && x.a.alert.pidfd >= 0; i++)
+                        (void)aj_loop_dispatch(x.f->loop, 10 * 1000000);
+                cr_assert_lt(x.a.alert.pidfd, 0, "the alert ended (its output was read)");
+                json_t *ex = last(&x.f->chain, "alert.exit");
+                cr_assert(ex);
+                cr_expect_eq(json_integer_value(json_object_get(ex, "code")), 0);
+        }
+        aj_sup_alert_finish(&x.a);
+        off_t size = alert_log_size(&x);
+        cr_expect_eq(size, 4096, "alert.log holds %lld bytes", (long long)size);
+        cr_expect_eq(count(&x.f->chain, "log.truncated"), 1, "the cut is recorded once");
+        json_t *cut = last(&x.f->chain, "log.truncated");
+        cr_assert(cut);
+        cr_expect_str_eq(json_string_value(json_object_get(cut, "stream")), "alert");
+        cr_expect_eq(json_integer_value(json_object_get(cut, "limit")), 4096);
+        alert_fixture_free(&x);
+}
+
+/* A process the alert left behind, writing without end to the pipe it inherited, does not
+ * hold the supervisor: what is there when the alert ends is read (a bounded amount), the
+ * pipe closed, and the writer's next write fails (SIGPIPE). */
+Test(supervisor, alert_output_left_writing_does_not_hold_the_loop)
+{
+        char *argv[] = { "/bin/sh", "-c", "yes & sleep 0.2; exit 0", NULL };
+        AlertFixture x;
+        alert_fixture(&x, argv, 20 * SEC, 65536);
+        aj_sup_alert_start(&x.a, "approval", "approval.json");
+        cr_assert_geq(x.a.alert.pidfd, 0, "the alert started");
+        uint64_t until = aj_now_monotonic_ns() + 10 * SEC;
+        while (x.a.alert.pidfd >= 0 && aj_now_monotonic_ns() < until)
+                (void)aj_loop_dispatch(x.f->loop, 10 * 1000000);
+        cr_assert_lt(x.a.alert.pidfd, 0, "the alert's end was seen");
+        cr_expect_lt(x.a.out_fd, 0, "its pipe is closed");
+        aj_sup_alert_finish(&x.a);
+        cr_expect_eq(alert_log_size(&x), 65536);
+        alert_fixture_free(&x);
+}
+
+/* An alert that writes without end, still running when the run ends, gets what is left of
+ * its time and is killed: its output, always there to read, does not keep the end waiting. */
+Test(supervisor, alert_writing_without_end_is_killed_at_the_run_end, .timeout = 20)
+{
+        char *argv[] = { "/usr/bin/yes", NULL };
+        AlertFixture x;
+        alert_fixture(&x, argv, SEC / 2, 65536);
+        aj_sup_alert_start(&x.a, "approval", "approval.json");
+        cr_assert_geq(x.a.alert.pidfd, 0, "the alert started");
+        uint64_t t0 = aj_now_monotonic_ns();
+        aj_sup_alert_finish(&x.a);
+        uint64_t took = aj_now_monotonic_ns() - t0;
+        cr_expect_lt(took, 5 * SEC, "the end waited %llu ms", (unsigned long long)(took / 1000000));
+        cr_expect_lt(x.a.alert.pidfd, 0);
+        cr_expect(last(&x.f->chain, "alert.timeout"), "the alert was killed at its time");
+        cr_expect_eq(alert_log_size(&x), 65536);
+        alert_fixture_free(&x);
+}
+
 /* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
 
 static struct sockaddr_in v4(const char *a, uint16_t port)
