@@ -480,6 +480,14 @@ static int let_command_run(Run *run)
         return 0;
 }
 
+/* Its process exits on its own once the trees are prepared; reaped at the end, it is never
+ * waited for on the way to the command. */
+static void reap_idmap_holder(Run *run)
+{
+        aj_userns_idmap_reap(run->idmap_holder);
+        run->idmap_holder = 0;
+}
+
 static int start_workspace_digest(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -520,7 +528,7 @@ static const Step steps[] = {
         { NULL, publish_config, NULL },
         { "maps written", write_maps, NULL },
         { NULL, release_jail, NULL },
-        { "mount trees prepared", aj_run_setup_idmap, NULL },
+        { "mount trees prepared", aj_run_setup_idmap, reap_idmap_holder },
         { NULL, watch_disk, NULL },
         { "mount trees sent", send_trees, NULL },
         { "places checked", aj_run_check_places, NULL },

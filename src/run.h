@@ -174,6 +174,7 @@ typedef struct {
         bool runtime_removed;
         int runtime_hold_fd; /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
         bool cgroup_left;    /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
+        pid_t idmap_holder;  /* the idmap namespace's process, exiting, to reap; 0 none */
         int final_status;
         AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;
