@@ -194,7 +194,7 @@ static int probe_idmap(const char *ws)
         if (tree < 0)
                 return negative_errno();
         _cleanup_close_ int userns = -1;
-        int r = aj_userns_idmap_fd(st.st_uid, st.st_gid, PROBE_HOST_ID, PROBE_HOST_ID, &userns);
+        int r = aj_userns_idmap_fd(st.st_uid, st.st_gid, PROBE_HOST_ID, PROBE_HOST_ID, &userns, NULL);
         if (r < 0)
                 return r;
         struct mount_attr attr = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };

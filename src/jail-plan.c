@@ -938,7 +938,7 @@ int aj_run_setup_idmap(Run *run)
                         return aj_log_errno(-errno, "Cannot prepare the overlay upper dir '%s'", upper);
         }
         _cleanup_close_ int userns = -1;
-        int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns);
+        int r = aj_userns_idmap_fd(owner_uid, owner_gid, run->host_uid, run->host_gid, &userns, &run->idmap_holder);
         if (r < 0)
                 return aj_log_errno(r, "Cannot create the user namespace for the idmapped workspace");
         _cleanup_(aj_error_clear) AjError err = {};

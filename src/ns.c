@@ -41,26 +41,30 @@ int aj_userns_write_maps(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t insi
         return write_proc(pid, "gid_map", line);
 }
 
+/* The idmap namespace's process: its stack, and its pipe's fds (its own copies; their
+ * numbers here, not on our stack, which it may outlive). One at a time (ns.h). */
+static char holder_stack[16384] __attribute__((aligned(16)));
+static int holder_pipe[2];
+
 /* The idmap namespace's only process: it shares our memory (CLONE_VM, so creating it
  * copies no page tables) and waits on a pipe; it must not touch anything else. */
 static int idmap_holder(void *arg)
 {
-        const int *p = arg;
+        (void)arg;
         char c;
         /* Our copy of the write end would keep read() from ever seeing EOF. */
-        close(p[1]);
-        (void)!read(p[0], &c, 1);
+        close(holder_pipe[1]);
+        (void)!read(holder_pipe[0], &c, 1);
         return 0;
 }
 
-int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid, int *ret_fd)
+int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid, int *ret_fd, pid_t *ret_holder)
 {
         /* A user namespace needs a process in it while its maps are written and it is opened. */
-        static char stack[16384] __attribute__((aligned(16)));
-        int p[2];
+        int *p = holder_pipe;
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
-        pid_t pid = clone(idmap_holder, stack + sizeof(stack), CLONE_NEWUSER | CLONE_VM | SIGCHLD, p);
+        pid_t pid = clone(idmap_holder, holder_stack + sizeof(holder_stack), CLONE_NEWUSER | CLONE_VM | SIGCHLD, NULL);
         if (pid < 0) {
                 int r = -errno;
                 close(p[0]);
@@ -83,13 +87,22 @@ int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gi
                         r = -errno;
         }
         close(p[1]);
-        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-                ;
         close(p[0]);
+        if (ret_holder)
+                *ret_holder = pid;
+        else
+                aj_userns_idmap_reap(pid);
         if (r < 0)
                 return r;
         *ret_fd = fd;
         return 0;
+}
+
+void aj_userns_idmap_reap(pid_t holder)
+{
+        if (holder > 0)
+                while (waitpid(holder, NULL, __WALL) < 0 && errno == EINTR)
+                        ;
 }
 
 int aj_net_loopback_up(void)

@@ -5,8 +5,10 @@ ticks it reads, a command that spins, or leaves a spinning orphan, counted in bo
 its figures' and summary lines' shape), scale-bench.py's leftover check finding what a run left behind (a live
 process, a cgroup directory, a mount namespace holder, a new entry in the runtime dir) and
 nothing when all is gone, proxy-bench.py's jail driver and CPU readings (ns, not ticks: the
-supervisor's threads, http-bench's counters and its `cpu` wrapper), and work-load.sh --env
-(the variables the work group compares)."""
+supervisor's threads, http-bench's counters and its `cpu` wrapper), startup-critical-path.py's
+walk over a made-up scheduler trace, and work-load.sh --env (the variables the work group
+compares)."""
+import collections
 import importlib.util
 import json
 import os
@@ -209,6 +211,58 @@ with tempfile.TemporaryDirectory() as tmp:
                 proc.wait()
     else:
         ok(False, "HTTP_BENCH names the http-bench helper (meson test sets it)")
+
+# startup-critical-path.py's walk back from the driver's wake-up, on a made-up trace: the
+# supervisor (1 ms) clones the init, which works 1 ms and forks the command (0.5 ms); the init
+# reaps it (0.1 ms) and wakes the supervisor (0.4 ms more, then its exit wakes the driver).
+# While the supervisor sleeps the path is the init's and the command's, never its own sleep.
+cp = load("startup-critical-path")
+ev = [
+    (0, 0, "swapper/0", "sched_switch", "prev_comm=swapper/0 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=python3 next_pid=100 next_prio=120"),
+    (0, 100, "python3", "sched_process_fork", "comm=python3 pid=100 child_comm=python3 child_pid=200"),
+    (0, 100, "python3", "sched_wakeup_new", "comm=python3 pid=200 prio=120 target_cpu=000"),
+    (0, 100, "python3", "sched_switch", "prev_comm=python3 prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=python3 next_pid=200 next_prio=120"),
+    (0.1, 200, "agentjail", "sched_process_exec", "filename=/usr/bin/agentjail pid=200 old_pid=200"),
+    (1.0, 200, "agentjail", "sched_process_fork", "comm=agentjail pid=200 child_comm=agentjail child_pid=300"),
+    (1.0, 200, "agentjail", "sched_wakeup_new", "comm=agentjail pid=300 prio=120 target_cpu=001"),
+    (1.0, 200, "agentjail", "sched_switch", "prev_comm=agentjail prev_pid=200 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120"),
+    (1.0, 0, "swapper/1", "sched_switch", "prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=agentjail next_pid=300 next_prio=120", 1),
+    (2.0, 300, "agentjail", "sched_process_fork", "comm=agentjail pid=300 child_comm=agentjail child_pid=400", 1),
+    (2.0, 300, "agentjail", "sched_wakeup_new", "comm=agentjail pid=400 prio=120 target_cpu=001", 1),
+    (2.0, 300, "agentjail", "sched_switch", "prev_comm=agentjail prev_pid=300 prev_prio=120 prev_state=S ==> next_comm=agentjail next_pid=400 next_prio=120", 1),
+    (2.05, 400, "true", "sched_process_exec", "filename=/bin/true pid=400 old_pid=400", 1),
+    (2.5, 400, "true", "sched_process_exit", "comm=true pid=400 prio=120", 1),
+    (2.5, 400, "true", "sched_waking", "comm=agentjail pid=300 prio=120 target_cpu=001", 1),
+    (2.5, 400, "true", "sched_switch", "prev_comm=true prev_pid=400 prev_prio=120 prev_state=X ==> next_comm=agentjail next_pid=300 next_prio=120", 1),
+    (2.6, 300, "agentjail", "sched_waking", "comm=agentjail pid=200 prio=120 target_cpu=000", 1),
+    (2.6, 300, "agentjail", "sched_switch", "prev_comm=agentjail prev_pid=300 prev_prio=120 prev_state=S ==> next_comm=swapper/1 next_pid=0 next_prio=120", 1),
+    (2.6, 0, "swapper/0", "sched_switch", "prev_comm=swapper/0 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=agentjail next_pid=200 next_prio=120"),
+    (2.95, 200, "agentjail", "sched_process_exit", "comm=agentjail pid=200 prio=120"),
+    (2.95, 200, "agentjail", "sched_waking", "comm=python3 pid=100 prio=120 target_cpu=000"),
+    (3.0, 200, "agentjail", "sched_switch", "prev_comm=agentjail prev_pid=200 prev_prio=120 prev_state=X ==> next_comm=python3 next_pid=100 next_prio=120"),
+    (3.1, 100, "python3", "sched_switch", "prev_comm=python3 prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120"),
+]
+lines = [f"{e[2]} {e[1]} [{e[5] if len(e) > 5 else 0:03d}] {e[0] / 1000:.6f}: sched:{e[3]}: {e[4]}\n" for e in ev]
+import io
+out = io.StringIO()
+starts = cp.report(cp.Trace(lines), [200], "true", out)
+ok(len(starts) == 1, f"startup-critical-path.py finds the start ({out.getvalue()[:200]!r})")
+if starts:
+    s = starts[0]
+    runs = collections.Counter()
+    for a, z, r, w in s.path:
+        if not w.startswith("~"):
+            runs[(r, w)] += z - a
+    ok(abs(s.end - s.start - 3.0) < 1e-6, f"the start runs from the fork to the driver's switch-in ({s.end - s.start:.3f} ms)")
+    ok(set(runs) == {("supervisor", "runs"), ("init", "runs"), ("command", "runs"), ("driver", "queued behind supervisor")},
+       f"the path is the three processes running and the woken driver queued, no sleep of the supervisor's on it"
+       f" ({sorted(runs)})")
+    ok(abs(runs[("supervisor", "runs")] - 1.35) < 1e-6 and abs(runs[("init", "runs")] - 1.1) < 1e-6
+       and abs(runs[("command", "runs")] - 0.5) < 1e-6 and abs(runs[("driver", "queued behind supervisor")] - 0.05) < 1e-6,
+       f"each part its length (supervisor 1.35, init 1.1, command 0.5, the driver 0.05 ms: {dict(runs)})")
+    ok([round(b - s.start, 3) for b in s.bounds()] == [0.0, 1.0, 2.05, 2.5, 3.0],
+       f"the phases' bounds: the clone, the exec, the exit, the driver woken ({s.bounds()})")
+    ok("clone -> the command's exec: wall 1.050 ms" in out.getvalue(), "the phase table has the clone-to-exec wall")
 
 # work-load.sh --env: the variables the work bench compares between its environments (each
 # must see bare's), set, empty and unset told apart, and no item run.

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "mount.h"
+#include "ns.h"
 
 #define JAIL_UID 1000
 #define HOST_UID 100000
@@ -2525,4 +2526,32 @@ Test(mount, live_overlay_unrelated_einval_forks_no_helper, LIVE)
         aj_mount_plan_close_fds(plan);
         cr_assert_eq(umount2(P("/ovl/work"), MNT_DETACH), 0);
         setup_free(&s);
+}
+
+/* The idmap namespace's process is told to exit before aj_userns_idmap_fd() returns, and a
+ * run does not wait for it there (its exit, queued behind the jail's init, was on the
+ * supervisor's path: docs/performance.md, session 24): it is the caller's to reap. */
+Test(mount, idmap_namespace_process_is_left_to_the_caller_to_reap)
+{
+        if (geteuid() != 0)
+                cr_skip_test("needs root (maps to another uid)");
+        alarm(10); /* a holder that never exits would hang the reap */
+        int fd = -1;
+        pid_t holder = 0;
+        cr_assert_eq(aj_userns_idmap_fd(0, 0, 1879048192, 1879048192, &fd, &holder), 0);
+        cr_assert_gt(holder, 0, "the holder's pid is handed back");
+        struct stat st, mine;
+        cr_assert_eq(fstat(fd, &st), 0);
+        cr_assert_eq(stat("/proc/self/ns/user", &mine), 0);
+        cr_expect_neq(st.st_ino, mine.st_ino, "a user namespace of its own");
+        int status = -1;
+        cr_expect_eq(waitpid(holder, &status, __WALL), holder, "the caller reaps it (%s)", strerror(errno));
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "it exited on its own");
+        close(fd);
+        /* Without a place to hand it, it is waited for there. */
+        cr_assert_eq(aj_userns_idmap_fd(0, 0, 1879048192, 1879048192, &fd, NULL), 0);
+        cr_expect_eq(waitpid(-1, NULL, __WALL | WNOHANG), -1);
+        cr_expect_eq(errno, ECHILD);
+        close(fd);
+        alarm(0);
 }
