@@ -68,6 +68,37 @@ is "$(pval connect "$NB_OUT")" OK "but connects to its broker socket there"
 ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null | grep -vx -e .root -e seccomp-cache.key)"
 ok "the shared mount point is empty on the host" test -z "$(ls -A "$NB/runtime/.root" 2>/dev/null)"
 
+# The kernel counts inotify instances and pending signals (POSIX timers) per host uid across
+# user namespaces: a rootless jail's are the invoker's. A jail that took them all (128
+# instances) left the user's own processes and the user's other runs without one; it gets a
+# quarter of each now.
+(cd "$NB/ws" && exec timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin \
+        HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+        "$AJ_NB" run -p "$NB/degraded.json" -- /bin/sh -c './probe inotify-hog 30 & ./probe timer-hog 30') \
+        </dev/null >"$TEST_TMP/hog.out" 2>"$TEST_TMP/hog.err" &
+HOG_PID=$!
+BG_PIDS+=("$HOG_PID")
+if wait_for_output "$TEST_TMP/hog.out" '^timers=' 60 && wait_for_output "$TEST_TMP/hog.out" '^inotify_instances=' 10; then
+        hog_out=$(cat "$TEST_TMP/hog.out")
+        host_instances=$(cat /proc/sys/fs/inotify/max_user_instances)
+        cmp_num "$(sed -n 's/^inotify_instances=\([0-9]*\).*/\1/p' <<<"$hog_out")" -le $((host_instances / 4)) \
+                "rootless: the jail holds at most a quarter of the user's inotify instances ($host_instances)"
+        host_sigpending=$(ulimit -i) # the runs' RLIMIT_SIGPENDING: ours, inherited
+        cmp_num "$(sed -n 's/^timers=\([0-9]*\).*/\1/p' <<<"$hog_out")" -le $((host_sigpending / 4)) \
+                "rootless: and at most a quarter of its pending signals ($host_sigpending)"
+        as_nobody run -p "$NB/degraded.json" -- /bin/sh -c './probe inotify; ./probe timer'
+        like "$NB_OUT" "inotify=OK" "the user's next rootless run still gets an inotify instance" || diag "$NB_ERR"
+        like "$NB_OUT" "timer=OK" "and a timer"
+        nb_probe=$(cd "$NB/ws" && setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh -c './probe inotify; ./probe timer')
+        like "$nb_probe" "inotify=OK" "so does the user on the host"
+        like "$nb_probe" "timer=OK" "a timer too"
+else
+        fail "the rootless hog started" "$(cat "$TEST_TMP/hog.out" "$TEST_TMP/hog.err")"
+fi
+kill -TERM "$HOG_PID" 2>/dev/null
+wait_exit "$HOG_PID" 15
+kill_bg
+
 # The control socket: a rootless jail's agent has the owner's uid on the host. One in the
 # jail's user namespace reaching its run's socket thawed or killed its own run; it is
 # refused, while the owner outside still controls the run. (nsenter as the owner: it
