@@ -160,6 +160,13 @@ static int build_env(Run *run)
 
 static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
 {
+        /* Set already (the profile's): the lower of the two. */
+        for (size_t i = 0; i < cfg->n_rlimits; i++)
+                if (cfg->rlimits[i].resource == resource) {
+                        if (value < cfg->rlimits[i].limit.rlim_cur)
+                                cfg->rlimits[i].limit.rlim_cur = cfg->rlimits[i].limit.rlim_max = value;
+                        return;
+                }
         if (cfg->n_rlimits >= AJ_MAX_RLIMITS)
                 return;
         cfg->rlimits[cfg->n_rlimits].resource = resource;
@@ -833,14 +840,16 @@ static uint64_t budget_read(const char *const *paths, size_t n, uint64_t fallbac
 /*
  * The kernel counts some budgets per host uid, across user namespaces (ucounts): inotify
  * instances and watches, pending signals and POSIX timers (RLIMIT_SIGPENDING), mqueue bytes
- * (RLIMIT_MSGQUEUE). A root-started run's host ids are its own (src/host-id-pool.c); a
- * rootless run's are the invoker's, and those of a run with host_ids degraded are someone
- * else's too. There the jail took the whole budget: a rootless agent holding 128 inotify
- * instances left the user's own processes (an editor, systemd --user, the user's other
- * runs) without one. Such a jail gets a quarter of each: the inotify limits of its user
- * namespace (checked there before the uid's count above it; spawn.c set_userns_limits) and
- * the rlimits (checked against the jail's own count). A budget that cannot be read is taken
- * as the kernel's default, so the share is never more than a quarter of that.
+ * (RLIMIT_MSGQUEUE), processes (RLIMIT_NPROC). A root-started run's host ids are its own
+ * (src/host-id-pool.c); a rootless run's are the invoker's, and those of a run with host_ids
+ * degraded are someone else's too. There the jail took the whole budget: a rootless agent
+ * holding 128 inotify instances left the user's own processes (an editor, systemd --user,
+ * the user's other runs) without one. Such a jail gets a quarter of each: the inotify limits
+ * of its user namespace (checked there before the uid's count above it; spawn.c
+ * set_userns_limits) and the rlimits (checked against the jail's own count; the profile's
+ * limits.nproc when lower: without a pids cgroup, allowed degraded, RLIMIT_NPROC is all
+ * that bounds a fork bomb). A budget that cannot be read is taken as the kernel's default,
+ * so the share is never more than a quarter of that.
  */
 #define AJ_SHARED_BUDGET_DIVISOR 4
 static uint32_t budget_share(uint64_t budget)
@@ -861,12 +870,12 @@ static void plan_user_budgets(Run *run, AjSpawnConfig *cfg)
                                                "/proc/sys/fs/inotify/max_user_watches" };
         cfg->inotify_instances_max = budget_share(budget_read(instances, ARRAY_SIZE(instances), 128));
         cfg->inotify_watches_max = budget_share(budget_read(watches, ARRAY_SIZE(watches), 8192));
-        static const int rlimits[] = { RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE };
+        static const int rlimits[] = { RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_NPROC };
         for (size_t i = 0; i < ARRAY_SIZE(rlimits); i++) {
                 struct rlimit rl;
                 if (getrlimit(rlimits[i], &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
                         continue; /* unbounded for the uid too: nothing to share */
-                add_rlimit(cfg, rlimits[i], rl.rlim_cur / AJ_SHARED_BUDGET_DIVISOR);
+                add_rlimit(cfg, rlimits[i], budget_share(rl.rlim_cur));
         }
 }
 

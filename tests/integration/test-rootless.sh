@@ -99,6 +99,17 @@ kill -TERM "$HOG_PID" 2>/dev/null
 wait_exit "$HOG_PID" 15
 kill_bg
 
+# The same for processes (RLIMIT_NPROC, per host uid): without a pids cgroup (allowed
+# degraded) a fork bomb took every process the user may have; under a limit of 400 the
+# jail gets 100.
+(cd "$NB/ws" && timeout -k 5 60 prlimit --nproc=400:400 setpriv --reuid=65534 --regid=65534 --clear-groups \
+        env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+        "$AJ_NB" run -p "$NB/degraded.json" -- ./probe forkbomb 2000) >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+is "$?" 0 "rootless: a fork bomb's run ends" || diag "$(cat "$TEST_TMP/nb.err")"
+cmp_num "$(sed -n 's/^forks=\([0-9]*\).*/\1/p' "$TEST_TMP/nb.out")" -lt 100 \
+        "rootless: the fork bomb stops below a quarter of the user's RLIMIT_NPROC (400)"
+is "$(sed -n 's/.*errno=//p' "$TEST_TMP/nb.out")" EAGAIN "it failed with EAGAIN"
+
 # The control socket: a rootless jail's agent has the owner's uid on the host. One in the
 # jail's user namespace reaching its run's socket thawed or killed its own run; it is
 # refused, while the owner outside still controls the run. (nsenter as the owner: it
