@@ -257,6 +257,33 @@ static int take_host_ids(Run *run)
         return 0;
 }
 
+/* A profile that names host ids asks for a jail that is not the operator: a rootless run's
+ * is the invoker's uid (it signals the invoker's processes, owns what it writes outside the
+ * workspace, shares the invoker's per-uid budgets). It ran so, the ids dropped without a
+ * word; now it is refused, or with "host_ids" in allow_degraded *ret_shared says so, to
+ * record. */
+static int rootless_host_ids(Run *run, char **ret_shared)
+{
+        const AjProfile *p = run->profile;
+        if (!p->host_ids_set)
+                return 0;
+        if (!(p->allow_degraded & AJ_DEGRADE_HOST_IDS)) {
+                aj_error("%s: user.host_uid %u, host_gid %u: refusing to start: host ids need agentjail started as "
+                         "root; a rootless run's jail is the invoking user (uid %u) on the host (add \"host_ids\" "
+                         "to the profile's \"allow_degraded\" to run so)",
+                         p->path ? p->path : p->name, (unsigned)p->host_uid, (unsigned)p->host_gid,
+                         (unsigned)run->host_uid);
+                return -EPERM;
+        }
+        if (asprintf(ret_shared,
+                     "user.host_uid %u, host_gid %u not applied: a rootless run's jail is the invoking user (uid %u) on the host",
+                     (unsigned)p->host_uid, (unsigned)p->host_gid, (unsigned)run->host_uid) < 0) {
+                *ret_shared = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -299,7 +326,8 @@ int aj_run_prepare(Run *run)
                 aj_run_trace_step(run, "host ids taken");
                 if ((r = check_host_ids(run, &shared_ids)) < 0)
                         return r;
-        }
+        } else if ((r = rootless_host_ids(run, &shared_ids)) < 0)
+                return r;
 
         if (aj_run_id_new(run->id) < 0)
                 return aj_log_errno(-errno, "Cannot generate a run id");

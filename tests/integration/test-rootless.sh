@@ -57,6 +57,24 @@ is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
 # The group is the operator's primary group, which may be shared (useradd -N: "users").
 is "$(stat -c %a "$run_dir")" 700 "the run's records are the operator's alone (0700, not group-readable)"
+# A profile that names host ids asks for a jail that is not the operator; a rootless jail is
+# the invoking user. It ran as the invoker, the ids dropped without a word.
+cat >"$NB/host-ids.json" <<'JSON'
+{"extends": "default", "allow_degraded": ["limits"], "user": {"host_uid": 5000, "host_gid": 5000}}
+JSON
+jq '.allow_degraded += ["host_ids"]' "$NB/host-ids.json" >"$NB/host-ids-degraded.json"
+chmod 0644 "$NB"/host-ids*.json
+as_nobody run -p "$NB/host-ids.json" -- ./probe status
+is "$NB_RC" 125 "rootless with user.host_uid in the profile: the run refuses to start (125)"
+like "$NB_ERR" "user.host_uid 5000.*need agentjail started as root" "it says why"
+as_nobody run -p "$NB/host-ids-degraded.json" -- ./probe status
+is "$NB_RC" 0 "with host_ids in allow_degraded: the run starts" || diag "$NB_ERR"
+is "$(pval uid "$NB_OUT")" 1000 "as the agent"
+run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
+is "$(jq -r 'select(.type == "degraded" and .what == "host_ids") | .what' "$run_dir/events.jsonl")" host_ids \
+        "the run records the host ids as degraded"
+is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+
 # /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
 # writable, the agent replaced the broker socket there, filled the host's /tmp and left a
 # directory of mode 0 the run's end could not remove.
