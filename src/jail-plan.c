@@ -190,6 +190,8 @@ const char *aj_run_rlimit_name(int resource)
                 return "the jail's share of RLIMIT_SIGPENDING";
         case RLIMIT_MSGQUEUE:
                 return "the jail's share of RLIMIT_MSGQUEUE";
+        case RLIMIT_MEMLOCK:
+                return "the jail's share of RLIMIT_MEMLOCK";
         default:
                 return "a resource limit";
         }
@@ -868,7 +870,8 @@ static uint64_t budget_read(const char *const *paths, size_t n, uint64_t fallbac
 /*
  * The kernel counts some budgets per host uid, across user namespaces (ucounts): inotify
  * instances and watches, pending signals and POSIX timers (RLIMIT_SIGPENDING), mqueue bytes
- * (RLIMIT_MSGQUEUE), processes (RLIMIT_NPROC). A root-started run's host ids are its own
+ * (RLIMIT_MSGQUEUE), processes (RLIMIT_NPROC), locked shared memory (RLIMIT_MEMLOCK:
+ * SHM_LOCK). A root-started run's host ids are its own
  * (src/host-id-pool.c); a rootless run's are the invoker's, and those of a run with host_ids
  * degraded are someone else's too. There the jail took the whole budget: a rootless agent
  * holding 128 inotify instances left the user's own processes (an editor, systemd --user,
@@ -898,7 +901,7 @@ static void plan_user_budgets(Run *run, AjSpawnConfig *cfg)
                                                "/proc/sys/fs/inotify/max_user_watches" };
         cfg->inotify_instances_max = budget_share(budget_read(instances, ARRAY_SIZE(instances), 128));
         cfg->inotify_watches_max = budget_share(budget_read(watches, ARRAY_SIZE(watches), 8192));
-        static const int rlimits[] = { RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_NPROC };
+        static const int rlimits[] = { RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_NPROC, RLIMIT_MEMLOCK };
         for (size_t i = 0; i < ARRAY_SIZE(rlimits); i++) {
                 struct rlimit rl;
                 if (getrlimit(rlimits[i], &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)

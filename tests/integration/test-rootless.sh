@@ -128,6 +128,27 @@ cmp_num "$(sed -n 's/^forks=\([0-9]*\).*/\1/p' "$TEST_TMP/nb.out")" -lt 100 \
         "rootless: the fork bomb stops below a quarter of the user's RLIMIT_NPROC (400)"
 is "$(sed -n 's/.*errno=//p' "$TEST_TMP/nb.out")" EAGAIN "it failed with EAGAIN"
 
+# And for locked shared memory (SHM_LOCK, RLIMIT_MEMLOCK per host uid): a jail that locked
+# the user's 8 MiB left the user none.
+(cd "$NB/ws" && exec timeout -k 5 60 prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 \
+        --clear-groups env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+        AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AJ_NB" run -p "$NB/degraded.json" -- ./probe shm-lock 8388608 30) \
+        </dev/null >"$TEST_TMP/shm.out" 2>"$TEST_TMP/shm.err" &
+SHM_PID=$!
+BG_PIDS+=("$SHM_PID")
+if wait_for_output "$TEST_TMP/shm.out" '^ready$' 30; then
+        unlike "$(cat "$TEST_TMP/shm.out")" "shm_lock=OK" "rootless: the jail cannot lock the user's whole RLIMIT_MEMLOCK (8 MiB)"
+        like "$(cd "$NB/ws" && prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 --clear-groups \
+                ./probe shm-lock 4096 0)" "shm_lock=OK" "the user on the host still locks a page"
+        as_nobody run -p "$NB/degraded.json" -- ./probe shm-lock 1048576 0
+        like "$NB_OUT" "shm_lock=OK" "and the user's next run locks 1 MiB" || diag "$NB_ERR"
+else
+        fail "the rootless shm-lock run started" "$(cat "$TEST_TMP/shm.out" "$TEST_TMP/shm.err")"
+fi
+kill -TERM "$SHM_PID" 2>/dev/null
+wait_exit "$SHM_PID" 15
+kill_bg
+
 # The control socket: a rootless jail's agent has the owner's uid on the host. One in the
 # jail's user namespace reaching its run's socket thawed or killed its own run; it is
 # refused, while the owner outside still controls the run. (nsenter as the owner: it
