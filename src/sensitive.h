@@ -118,6 +118,7 @@ typedef struct {
         const char *host_home;    /* the invoker's $HOME (may be NULL) */
         const char *exe;          /* this executable (may be NULL) */
         char *const *config_dirs; /* profile search dirs and config dirs (NULL-terminated) */
+        const char *profile_file; /* the file the run's profile was loaded from (may be NULL) */
         const char *passwd;       /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
         const char *home_root;    /* each directory in it is a home: "/home"; NULL: none */
         /* Under `agentjail eval` (AJ_EVAL_SCRATCH_ENV): its scratch root, agentjail's own for

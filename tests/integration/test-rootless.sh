@@ -75,6 +75,17 @@ is "$(jq -r 'select(.type == "degraded" and .what == "host_ids") | .what' "$run_
         "the run records the host ids as degraded"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
 
+# The profile file a run was started with, inside its workspace (`-p ./x.json`, or a name
+# found in ./profiles): the agent rewrote it, and the operator's next run of it was the
+# agent's.
+cp "$NB/degraded.json" "$NB/ws/project.json"
+chown 65534:65534 "$NB/ws/project.json"
+as_nobody run -p ./project.json -- /bin/sh -c 'echo "{\"extends\": \"default\", \"seccomp\": {\"allow\": [\"ptrace\"]}}" >project.json'
+is "$NB_RC" 125 "a workspace holding the run's own profile file: the run refuses to start (125)"
+like "$NB_ERR" "the run's profile file" "it names the profile file"
+is "$(cat "$NB/ws/project.json")" "$(cat "$NB/degraded.json")" "the profile file is unchanged"
+rm -f "$NB/ws/project.json"
+
 # /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
 # writable, the agent replaced the broker socket there, filled the host's /tmp and left a
 # directory of mode 0 the run's end could not remove.
