@@ -581,7 +581,7 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 .host_home = host_home,
                 .exe = exe,
                 .config_dirs = dirs,
-                .profile_file = run->profile->path,
+                .profile_files = run->profile->files,
                 .passwd = "/etc/passwd",
                 .home_root = "/home",
                 /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's

@@ -85,6 +85,14 @@ is "$NB_RC" 125 "a workspace holding the run's own profile file: the run refuses
 like "$NB_ERR" "the run's profile file" "it names the profile file"
 is "$(cat "$NB/ws/project.json")" "$(cat "$NB/degraded.json")" "the profile file is unchanged"
 rm -f "$NB/ws/project.json"
+# The same for a file its extends chain reads.
+cp "$NB/degraded.json" "$NB/ws/base.json"
+echo '{"extends": "./ws/base.json"}' >"$NB/top.json"
+chmod 0644 "$NB/top.json" "$NB/ws/base.json"
+as_nobody run -p "$NB/top.json" -- ./probe status
+is "$NB_RC" 125 "a workspace holding a file the profile extends: refused (125)"
+like "$NB_ERR" "base.json', the run's profile file" "it names that file"
+rm -f "$NB/ws/base.json"
 
 # /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
 # writable, the agent replaced the broker socket there, filled the host's /tmp and left a
