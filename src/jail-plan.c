@@ -160,6 +160,13 @@ static int build_env(Run *run)
 
 static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
 {
+        /* Set already (the profile's): the lower of the two. */
+        for (size_t i = 0; i < cfg->n_rlimits; i++)
+                if (cfg->rlimits[i].resource == resource) {
+                        if (value < cfg->rlimits[i].limit.rlim_cur)
+                                cfg->rlimits[i].limit.rlim_cur = cfg->rlimits[i].limit.rlim_max = value;
+                        return;
+                }
         if (cfg->n_rlimits >= AJ_MAX_RLIMITS)
                 return;
         cfg->rlimits[cfg->n_rlimits].resource = resource;
@@ -179,6 +186,12 @@ const char *aj_run_rlimit_name(int resource)
                 return "limits.fsize";
         case RLIMIT_CORE:
                 return "limits.core";
+        case RLIMIT_SIGPENDING:
+                return "the jail's share of RLIMIT_SIGPENDING";
+        case RLIMIT_MSGQUEUE:
+                return "the jail's share of RLIMIT_MSGQUEUE";
+        case RLIMIT_MEMLOCK:
+                return "the jail's share of RLIMIT_MEMLOCK";
         default:
                 return "a resource limit";
         }
@@ -246,6 +259,33 @@ static int take_host_ids(Run *run)
         return 0;
 }
 
+/* A profile that names host ids asks for a jail that is not the operator: a rootless run's
+ * is the invoker's uid (it signals the invoker's processes, owns what it writes outside the
+ * workspace, shares the invoker's per-uid budgets). It ran so, the ids dropped without a
+ * word; now it is refused, or with "host_ids" in allow_degraded *ret_shared says so, to
+ * record. */
+static int rootless_host_ids(Run *run, char **ret_shared)
+{
+        const AjProfile *p = run->profile;
+        if (!p->host_ids_set)
+                return 0;
+        if (!(p->allow_degraded & AJ_DEGRADE_HOST_IDS)) {
+                aj_error("%s: user.host_uid %u, host_gid %u: refusing to start: host ids need agentjail started as "
+                         "root; a rootless run's jail is the invoking user (uid %u) on the host (add \"host_ids\" "
+                         "to the profile's \"allow_degraded\" to run so)",
+                         p->path ? p->path : p->name, (unsigned)p->host_uid, (unsigned)p->host_gid,
+                         (unsigned)run->host_uid);
+                return -EPERM;
+        }
+        if (asprintf(ret_shared,
+                     "user.host_uid %u, host_gid %u not applied: a rootless run's jail is the invoking user (uid %u) on the host",
+                     (unsigned)p->host_uid, (unsigned)p->host_gid, (unsigned)run->host_uid) < 0) {
+                *ret_shared = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -288,7 +328,8 @@ int aj_run_prepare(Run *run)
                 aj_run_trace_step(run, "host ids taken");
                 if ((r = check_host_ids(run, &shared_ids)) < 0)
                         return r;
-        }
+        } else if ((r = rootless_host_ids(run, &shared_ids)) < 0)
+                return r;
 
         if (aj_run_id_new(run->id) < 0)
                 return aj_log_errno(-errno, "Cannot generate a run id");
@@ -540,6 +581,7 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 .host_home = host_home,
                 .exe = exe,
                 .config_dirs = dirs,
+                .profile_files = run->profile->files,
                 .passwd = "/etc/passwd",
                 .home_root = "/home",
                 /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's
@@ -808,6 +850,67 @@ static int plan_core_limit(Run *run)
         return 0;
 }
 
+/* The smaller of the budgets at PATHS (each a number; one that cannot be read: FALLBACK). */
+static uint64_t budget_read(const char *const *paths, size_t n, uint64_t fallback)
+{
+        uint64_t min = UINT64_MAX;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *text = NULL;
+                uint64_t v = fallback;
+                if (aj_read_file(paths[i], 64, &text, NULL) >= 0) {
+                        text[strcspn(text, "\n")] = '\0';
+                        if (aj_parse_u64(text, &v) < 0)
+                                v = fallback;
+                }
+                if (v < min)
+                        min = v;
+        }
+        return min;
+}
+
+/*
+ * The kernel counts some budgets per host uid, across user namespaces (ucounts): inotify
+ * instances and watches, pending signals and POSIX timers (RLIMIT_SIGPENDING), mqueue bytes
+ * (RLIMIT_MSGQUEUE), processes (RLIMIT_NPROC), locked shared memory (RLIMIT_MEMLOCK:
+ * SHM_LOCK). A root-started run's host ids are its own
+ * (src/host-id-pool.c); a rootless run's are the invoker's, and those of a run with host_ids
+ * degraded are someone else's too. There the jail took the whole budget: a rootless agent
+ * holding 128 inotify instances left the user's own processes (an editor, systemd --user,
+ * the user's other runs) without one. Such a jail gets a quarter of each: the inotify limits
+ * of its user namespace (checked there before the uid's count above it; spawn.c
+ * set_userns_limits) and the rlimits (checked against the jail's own count; the profile's
+ * limits.nproc when lower: without a pids cgroup, allowed degraded, RLIMIT_NPROC is all
+ * that bounds a fork bomb). A budget that cannot be read is taken as the kernel's default,
+ * so the share is never more than a quarter of that.
+ */
+#define AJ_SHARED_BUDGET_DIVISOR 4
+static uint32_t budget_share(uint64_t budget)
+{
+        uint64_t n = budget / AJ_SHARED_BUDGET_DIVISOR;
+        return n < 1 ? 1 : n > INT_MAX ? INT_MAX : (uint32_t)n;
+}
+
+static void plan_user_budgets(Run *run, AjSpawnConfig *cfg)
+{
+        if (!run->rootless && !run->host_ids_shared)
+                return;
+        /* Our own namespace's limit, and the host's (a rootless run in a container's user
+         * namespace, whose own limit may be unbounded, is held by the host's too). */
+        static const char *const instances[] = { "/proc/sys/user/max_inotify_instances",
+                                                 "/proc/sys/fs/inotify/max_user_instances" };
+        static const char *const watches[] = { "/proc/sys/user/max_inotify_watches",
+                                               "/proc/sys/fs/inotify/max_user_watches" };
+        cfg->inotify_instances_max = budget_share(budget_read(instances, ARRAY_SIZE(instances), 128));
+        cfg->inotify_watches_max = budget_share(budget_read(watches, ARRAY_SIZE(watches), 8192));
+        static const int rlimits[] = { RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_NPROC, RLIMIT_MEMLOCK };
+        for (size_t i = 0; i < ARRAY_SIZE(rlimits); i++) {
+                struct rlimit rl;
+                if (getrlimit(rlimits[i], &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+                        continue; /* unbounded for the uid too: nothing to share */
+                add_rlimit(cfg, rlimits[i], budget_share(rl.rlim_cur));
+        }
+}
+
 static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
 {
         const AjProfile *p = run->profile;
@@ -840,6 +943,7 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
          * aj_seccomp_sets_core_limit, which keeps the agent from setting it). */
         if (!p->core)
                 add_rlimit(cfg, RLIMIT_CORE, run->core_limit);
+        plan_user_budgets(run, cfg);
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;
 }

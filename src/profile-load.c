@@ -393,6 +393,9 @@ static int load_text(char *text, const char *file, char *real, const char *name,
                 if (!p->path)
                         return -ENOMEM;
         }
+        for (size_t i = 0; i < ch.n; i++)
+                if (ch.src[i].real && aj_strv_push(&p->files, ch.src[i].real) < 0)
+                        return -ENOMEM;
         r = aj_profile_update_digest(p);
         if (r < 0)
                 return r;

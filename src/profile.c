@@ -609,6 +609,7 @@ void aj_profile_free(AjProfile *p)
                 return;
         free(p->name);
         free(p->path);
+        aj_strv_free(p->files);
         free(p->description);
         free(p->digest);
         bindlist_done(&p->ro);

@@ -105,6 +105,7 @@ enum {
 typedef struct AjProfile {
         char *name;        /* profile name: file stem, or the path for `check FILE` */
         char *path;        /* absolute path of the file it was loaded from */
+        char **files;      /* canonical paths of every file of its extends chain, path first (NULL: none) */
         char *description; /* free text, may be NULL */
         char *digest;      /* sha256 hex of the resolved profile's canonical JSON */
 

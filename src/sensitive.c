@@ -371,6 +371,12 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         if ((src->eval_scratch || src->replay_scratch) && src->eval_own &&
             (r = list_add(&l, src->eval_own, "the run's own workspace in its scratch dir", AJ_PLACE_EVAL_OWN, mi)) < 0)
                 return r;
+        /* The files the run's profile was loaded from, wherever they are (`-p ./x.json`, a
+         * name found in ./profiles, its extends chain): the agent rewrote one for the
+         * operator's next run of it. */
+        for (char *const *f = src->profile_files; f && *f; f++)
+                if ((*f)[0] == '/' && (r = list_add(&l, *f, "the run's profile file", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                        return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
                 if ((*d)[0] == '/' &&

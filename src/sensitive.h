@@ -115,11 +115,12 @@ void aj_id_chain_done(AjIdChain *c);
 /* What agentjail knows it must protect, besides the fixed generic places. */
 typedef struct {
         const char *state_root, *runtime_root;
-        const char *host_home;    /* the invoker's $HOME (may be NULL) */
-        const char *exe;          /* this executable (may be NULL) */
-        char *const *config_dirs; /* profile search dirs and config dirs (NULL-terminated) */
-        const char *passwd;       /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
-        const char *home_root;    /* each directory in it is a home: "/home"; NULL: none */
+        const char *host_home;      /* the invoker's $HOME (may be NULL) */
+        const char *exe;            /* this executable (may be NULL) */
+        char *const *config_dirs;   /* profile search dirs and config dirs (NULL-terminated) */
+        char *const *profile_files; /* the files the run's profile was loaded from (NULL-terminated, may be NULL) */
+        const char *passwd;         /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
+        const char *home_root;      /* each directory in it is a home: "/home"; NULL: none */
         /* Under `agentjail eval` (AJ_EVAL_SCRATCH_ENV): its scratch root, agentjail's own for
          * the eval; under `agentjail replay`: its own scratch root (AjRunOptions.scratch_root;
          * inside an eval case's dir when the eval replays); and the run's own workspace in

@@ -57,7 +57,7 @@ static const char *const stage_text[_AJ_STAGE_MAX] = {
         [AJ_STAGE_STDIO] = "set up standard output",
         [AJ_STAGE_EXEC] = "execute the command",
         [AJ_STAGE_TTY] = "create the jail's terminal",
-        [AJ_STAGE_USERNS] = "forbid user namespaces inside the jail",
+        [AJ_STAGE_USERNS] = "set the user namespace's limits (none nested, the inotify share)",
         [AJ_STAGE_NETNS] = "create the jail's network and IPC namespaces",
         [AJ_STAGE_SECUREBITS] = "put back the supervisor's securebits",
         [AJ_STAGE_CGROUP_JOIN] = "move into the run's v1 cgroups",
@@ -392,6 +392,19 @@ static int setup_stdio(const AjSpawnConfig *cfg, int sync_fd, int *ret_cmd_in, A
         return 0;
 }
 
+static int write_sysctl(const char *path, uint32_t value)
+{
+        char buf[16];
+        int len = snprintf(buf, sizeof(buf), "%u", value);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        ssize_t n = write(fd, buf, (size_t)len);
+        int r = n == len ? 0 : n < 0 ? -errno : -EIO;
+        close(fd);
+        return r;
+}
+
 /*
  * No user namespace can be created inside the jail, whatever its seccomp profile allows: the
  * namespace's root would hold CAP_SETFCAP over the agent's own files, and through the
@@ -401,15 +414,18 @@ static int setup_stdio(const AjSpawnConfig *cfg, int sync_fd, int *ret_cmd_in, A
  * namespace, not the /proc mount), checked first when a child namespace is made; only
  * CAP_SYS_RESOURCE in the jail's namespace can raise it again, and the command has none.
  * Written before the mounts, while this /proc/sys is still writable here.
+ *
+ * The inotify limits are the same kind of sysctl, checked at the jail's namespace before
+ * its host uid's count above it: where that uid is someone else's too (rootless: the
+ * invoker's), they keep the jail to its share of that budget.
  */
-static int forbid_nested_userns(void)
+static int set_userns_limits(const AjSpawnConfig *cfg)
 {
-        int fd = open("/proc/sys/user/max_user_namespaces", O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        ssize_t n = write(fd, "0", 1);
-        int r = n == 1 ? 0 : n < 0 ? -errno : -EIO;
-        close(fd);
+        int r = write_sysctl("/proc/sys/user/max_user_namespaces", 0);
+        if (r >= 0 && cfg->inotify_instances_max)
+                r = write_sysctl("/proc/sys/user/max_inotify_instances", cfg->inotify_instances_max);
+        if (r >= 0 && cfg->inotify_watches_max)
+                r = write_sysctl("/proc/sys/user/max_inotify_watches", cfg->inotify_watches_max);
         return r;
 }
 
@@ -561,7 +577,7 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         }
 
         child_trace(cfg, AJ_CHILD_T_NET);
-        r = forbid_nested_userns();
+        r = set_userns_limits(cfg);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_USERNS, r, 0);
 

@@ -118,6 +118,10 @@ typedef struct {
                 struct rlimit limit;
         } rlimits[AJ_MAX_RLIMITS];
         size_t n_rlimits;
+        /* The jail's user namespace's user.max_inotify_instances and _watches (0: not set):
+         * its share of its host uid's budget when that uid is someone else's too (jail-plan.c,
+         * plan_user_budgets). */
+        uint32_t inotify_instances_max, inotify_watches_max;
         char **argv;
         char **envp;
         AjSpawnStdin stdin_mode;

@@ -1336,6 +1336,24 @@ static int cmd_timer(int argc, char **argv, bool hog)
         return 0;
 }
 
+/* shm-lock BYTES SECONDS: a System V segment of BYTES locked in memory (SHM_LOCK, counted
+ * against RLIMIT_MEMLOCK per host uid and up the user namespaces), prints `shm_lock=OK` or
+ * the errno's name and `ready`, holds it for SECONDS. */
+static int cmd_shm_lock(int argc, char **argv)
+{
+        long bytes;
+        if (argc != 2 || parse_long(argv[0], 1, 1L << 30, &bytes) < 0)
+                usage_error("shm-lock: need BYTES SECONDS");
+        int id = shmget(IPC_PRIVATE, (size_t)bytes, IPC_CREAT | 0600);
+        int r = id < 0 ? -1 : shmctl(id, SHM_LOCK, NULL);
+        printf("shm_lock=%s\nready\n", errno_name(r == 0 ? 0 : errno));
+        fflush(stdout);
+        sleep_seconds(strtod(argv[1], NULL));
+        if (id >= 0)
+                shmctl(id, IPC_RMID, NULL);
+        return 0;
+}
+
 static int cmd_sleep(int argc, char **argv)
 {
         char *end;
@@ -1863,6 +1881,7 @@ static void usage(void)
                         "  forkbomb [MAX] | membomb [MB] | kill-all | pids | ptys [MAX] | sleep SECONDS\n"
                         "  exit N | signal SIG | wait-signal | ignore-signals SECONDS | echo-stdin\n"
                         "  stderr TEXT | env | inotify | inotify-hog SECONDS | timer | timer-hog SECONDS\n"
+                        "  shm-lock BYTES SECONDS\n"
                         "  zombie-parent | list-syscalls | suid-plant DIR | xattr-get PATH NAME\n"
                         "  deny-distinct | abi-write | seize PID SECONDS (host side)\n");
 }
@@ -1930,6 +1949,8 @@ int main(int argc, char **argv)
                 r = cmd_timer(sub_argc, sub_argv, false);
         else if (strcmp(cmd, "timer-hog") == 0)
                 r = cmd_timer(sub_argc, sub_argv, true);
+        else if (strcmp(cmd, "shm-lock") == 0)
+                r = cmd_shm_lock(sub_argc, sub_argv);
         else if (strcmp(cmd, "inotify") == 0)
                 r = cmd_inotify(sub_argc, sub_argv, false);
         else if (strcmp(cmd, "inotify-hog") == 0)

@@ -57,6 +57,43 @@ is "$(jq -r '.degraded[0].what' "$run_dir/run.json")" limits "run.json lists it"
 is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
 # The group is the operator's primary group, which may be shared (useradd -N: "users").
 is "$(stat -c %a "$run_dir")" 700 "the run's records are the operator's alone (0700, not group-readable)"
+# A profile that names host ids asks for a jail that is not the operator; a rootless jail is
+# the invoking user. It ran as the invoker, the ids dropped without a word.
+cat >"$NB/host-ids.json" <<'JSON'
+{"extends": "default", "allow_degraded": ["limits"], "user": {"host_uid": 5000, "host_gid": 5000}}
+JSON
+jq '.allow_degraded += ["host_ids"]' "$NB/host-ids.json" >"$NB/host-ids-degraded.json"
+chmod 0644 "$NB"/host-ids*.json
+as_nobody run -p "$NB/host-ids.json" -- ./probe status
+is "$NB_RC" 125 "rootless with user.host_uid in the profile: the run refuses to start (125)"
+like "$NB_ERR" "user.host_uid 5000.*need agentjail started as root" "it says why"
+as_nobody run -p "$NB/host-ids-degraded.json" -- ./probe status
+is "$NB_RC" 0 "with host_ids in allow_degraded: the run starts" || diag "$NB_ERR"
+is "$(pval uid "$NB_OUT")" 1000 "as the agent"
+run_dir=$(ls -td "$NB"/state/runs/*/ 2>/dev/null | head -1)
+is "$(jq -r 'select(.type == "degraded" and .what == "host_ids") | .what' "$run_dir/events.jsonl")" host_ids \
+        "the run records the host ids as degraded"
+is "$(jq -r '.host_uid' "$run_dir/run.json")" 65534 "run.json: the jail maps to the invoking user"
+
+# The profile file a run was started with, inside its workspace (`-p ./x.json`, or a name
+# found in ./profiles): the agent rewrote it, and the operator's next run of it was the
+# agent's.
+cp "$NB/degraded.json" "$NB/ws/project.json"
+chown 65534:65534 "$NB/ws/project.json"
+as_nobody run -p ./project.json -- /bin/sh -c 'echo "{\"extends\": \"default\", \"seccomp\": {\"allow\": [\"ptrace\"]}}" >project.json'
+is "$NB_RC" 125 "a workspace holding the run's own profile file: the run refuses to start (125)"
+like "$NB_ERR" "the run's profile file" "it names the profile file"
+is "$(cat "$NB/ws/project.json")" "$(cat "$NB/degraded.json")" "the profile file is unchanged"
+rm -f "$NB/ws/project.json"
+# The same for a file its extends chain reads.
+cp "$NB/degraded.json" "$NB/ws/base.json"
+echo '{"extends": "./ws/base.json"}' >"$NB/top.json"
+chmod 0644 "$NB/top.json" "$NB/ws/base.json"
+as_nobody run -p "$NB/top.json" -- ./probe status
+is "$NB_RC" 125 "a workspace holding a file the profile extends: refused (125)"
+like "$NB_ERR" "base.json', the run's profile file" "it names that file"
+rm -f "$NB/ws/base.json"
+
 # /run/agentjail is the operator's directory, so the agent's too (same host uid): bound
 # writable, the agent replaced the broker socket there, filled the host's /tmp and left a
 # directory of mode 0 the run's end could not remove.
@@ -67,6 +104,69 @@ is "$(pval write "$NB_OUT")" EROFS "the agent cannot write in its runtime dir (/
 is "$(pval connect "$NB_OUT")" OK "but connects to its broker socket there"
 ok "nothing is left in the runtime dir" test -z "$(ls -A "$NB/runtime" 2>/dev/null | grep -vx -e .root -e seccomp-cache.key)"
 ok "the shared mount point is empty on the host" test -z "$(ls -A "$NB/runtime/.root" 2>/dev/null)"
+
+# The kernel counts inotify instances and pending signals (POSIX timers) per host uid across
+# user namespaces: a rootless jail's are the invoker's. A jail that took them all (128
+# instances) left the user's own processes and the user's other runs without one; it gets a
+# quarter of each now.
+(cd "$NB/ws" && exec timeout -k 5 60 setpriv --reuid=65534 --regid=65534 --clear-groups env -i PATH=/usr/bin:/bin \
+        HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+        "$AJ_NB" run -p "$NB/degraded.json" -- /bin/sh -c './probe inotify-hog 30 & ./probe timer-hog 30') \
+        </dev/null >"$TEST_TMP/hog.out" 2>"$TEST_TMP/hog.err" &
+HOG_PID=$!
+BG_PIDS+=("$HOG_PID")
+if wait_for_output "$TEST_TMP/hog.out" '^timers=' 60 && wait_for_output "$TEST_TMP/hog.out" '^inotify_instances=' 10; then
+        hog_out=$(cat "$TEST_TMP/hog.out")
+        host_instances=$(cat /proc/sys/fs/inotify/max_user_instances)
+        cmp_num "$(sed -n 's/^inotify_instances=\([0-9]*\).*/\1/p' <<<"$hog_out")" -le $((host_instances / 4)) \
+                "rootless: the jail holds at most a quarter of the user's inotify instances ($host_instances)"
+        host_sigpending=$(ulimit -i) # the runs' RLIMIT_SIGPENDING: ours, inherited
+        cmp_num "$(sed -n 's/^timers=\([0-9]*\).*/\1/p' <<<"$hog_out")" -le $((host_sigpending / 4)) \
+                "rootless: and at most a quarter of its pending signals ($host_sigpending)"
+        as_nobody run -p "$NB/degraded.json" -- /bin/sh -c './probe inotify; ./probe timer'
+        like "$NB_OUT" "inotify=OK" "the user's next rootless run still gets an inotify instance" || diag "$NB_ERR"
+        like "$NB_OUT" "timer=OK" "and a timer"
+        nb_probe=$(cd "$NB/ws" && setpriv --reuid=65534 --regid=65534 --clear-groups /bin/sh -c './probe inotify; ./probe timer')
+        like "$nb_probe" "inotify=OK" "so does the user on the host"
+        like "$nb_probe" "timer=OK" "a timer too"
+else
+        fail "the rootless hog started" "$(cat "$TEST_TMP/hog.out" "$TEST_TMP/hog.err")"
+fi
+kill -TERM "$HOG_PID" 2>/dev/null
+wait_exit "$HOG_PID" 15
+kill_bg
+
+# The same for processes (RLIMIT_NPROC, per host uid): without a pids cgroup (allowed
+# degraded) a fork bomb took every process the user may have; under a limit of 400 the
+# jail gets 100.
+(cd "$NB/ws" && timeout -k 5 60 prlimit --nproc=400:400 setpriv --reuid=65534 --regid=65534 --clear-groups \
+        env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" AGENTJAIL_RUNTIME_DIR="$NB/runtime" \
+        "$AJ_NB" run -p "$NB/degraded.json" -- ./probe forkbomb 2000) >"$TEST_TMP/nb.out" 2>"$TEST_TMP/nb.err"
+is "$?" 0 "rootless: a fork bomb's run ends" || diag "$(cat "$TEST_TMP/nb.err")"
+cmp_num "$(sed -n 's/^forks=\([0-9]*\).*/\1/p' "$TEST_TMP/nb.out")" -lt 100 \
+        "rootless: the fork bomb stops below a quarter of the user's RLIMIT_NPROC (400)"
+is "$(sed -n 's/.*errno=//p' "$TEST_TMP/nb.out")" EAGAIN "it failed with EAGAIN"
+
+# And for locked shared memory (SHM_LOCK, RLIMIT_MEMLOCK per host uid): a jail that locked
+# the user's 8 MiB left the user none.
+(cd "$NB/ws" && exec timeout -k 5 60 prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 \
+        --clear-groups env -i PATH=/usr/bin:/bin HOME="$NB" AGENTJAIL_STATE_DIR="$NB/state" \
+        AGENTJAIL_RUNTIME_DIR="$NB/runtime" "$AJ_NB" run -p "$NB/degraded.json" -- ./probe shm-lock 8388608 30) \
+        </dev/null >"$TEST_TMP/shm.out" 2>"$TEST_TMP/shm.err" &
+SHM_PID=$!
+BG_PIDS+=("$SHM_PID")
+if wait_for_output "$TEST_TMP/shm.out" '^ready$' 30; then
+        unlike "$(cat "$TEST_TMP/shm.out")" "shm_lock=OK" "rootless: the jail cannot lock the user's whole RLIMIT_MEMLOCK (8 MiB)"
+        like "$(cd "$NB/ws" && prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 --clear-groups \
+                ./probe shm-lock 4096 0)" "shm_lock=OK" "the user on the host still locks a page"
+        as_nobody run -p "$NB/degraded.json" -- ./probe shm-lock 1048576 0
+        like "$NB_OUT" "shm_lock=OK" "and the user's next run locks 1 MiB" || diag "$NB_ERR"
+else
+        fail "the rootless shm-lock run started" "$(cat "$TEST_TMP/shm.out" "$TEST_TMP/shm.err")"
+fi
+kill -TERM "$SHM_PID" 2>/dev/null
+wait_exit "$SHM_PID" 15
+kill_bg
 
 # The control socket: a rootless jail's agent has the owner's uid on the host. One in the
 # jail's user namespace reaching its run's socket thawed or killed its own run; it is
