@@ -56,9 +56,11 @@ held_pid() {
 }
 # held_in PARENT [SECONDS]: the same, checked to be a descendant of PARENT (its jail's).
 held_in() {
-        local p
+        local p kids
         p=$(held_pid "${2:-10}") || return 1
-        if ! descendants "$1" | grep -qxF "$p"; then
+        # Not `descendants | grep -q`: grep's early exit is a SIGPIPE, a failure under pipefail.
+        kids=$(descendants "$1")
+        if ! grep -qxF "$p" <<<"$kids"; then
                 diag "the close held ($p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)) is not $1's jail's"
                 return 1
         fi
@@ -446,8 +448,8 @@ let_go
 wait "$EVAL_PID" 2>/dev/null
 BG_PIDS=()
 
-# --- an overlay eval case whose supervisor is killed while its watchdog is held (frozen here in a v2 cgroup,
-# as a slow one would be) and whose cgroup is empty: eval applied the changes while the
+# --- an overlay eval case whose supervisor is killed while its watchdog is held (frozen here,
+# in a v2 cgroup, as a slow one would be) and whose cgroup is empty: eval applied the changes while the
 # watchdog, still to kill and remove what the run left and close its chain, held the run
 # live; commit refused such a run. The same check now (runs.c aj_run_check_settled).
 cat >"$TEST_TMP/wd.json" <<EOF
