@@ -52,8 +52,7 @@ static void reply(int fd, uint64_t unique, int error, const void *out, size_t si
         struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)out, size } };
         /* ENOENT: the request was interrupted and is gone; nothing else is expected. */
         if (writev(fd, iov, size ? 2 : 1) < 0 && errno != ENOENT)
-                fprintf(stderr, "fuse-hold: reply to %llu: %s\n", (unsigned long long)unique,
-                        strerror(errno));
+                fprintf(stderr, "fuse-hold: reply to %llu: %s\n", (unsigned long long)unique, strerror(errno));
 }
 
 static int write_status(void)
@@ -102,8 +101,7 @@ static void handle(int fd, const struct fuse_in_header *in, const void *arg)
                 const struct fuse_init_in *init = arg;
                 struct fuse_init_out out = {
                         .major = FUSE_KERNEL_VERSION,
-                        .minor = init->minor < FUSE_KERNEL_MINOR_VERSION ? init->minor
-                                                                         : FUSE_KERNEL_MINOR_VERSION,
+                        .minor = init->minor < FUSE_KERNEL_MINOR_VERSION ? init->minor : FUSE_KERNEL_MINOR_VERSION,
                         .max_readahead = init->max_readahead,
                         .max_background = 16,
                         .congestion_threshold = 12,
