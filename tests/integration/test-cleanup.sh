@@ -1,8 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # A run's cgroup is removed also when its processes are slow to leave it. A process that
-# does not die at once is made here with the v1 freezer: a frozen task takes its SIGKILL only
-# when thawed, in D state until then, as one in uninterruptible sleep on a loaded host would.
+# does not die at once is made here with a FUSE filesystem of the test's (tests/helpers/
+# fuse-hold.c, bound into the jails at /hold) that does not answer the FLUSH of a close of its
+# file until the test lets it go: the kernel sends FLUSH as a forced request, whose wait no
+# signal ends, so `cat /hold/f` stays in D state in its close(2), SIGKILLed or frozen, as one in
+# uninterruptible sleep on a loaded host would; on cgroup v1 and v2 hosts alike.
 # The removal waits for the cgroup to empty, with one bound for the whole of it: the
 # supervisor AJ_CGROUP_REMOVE_MS (10 s), then its watchdog, as when the supervisor is killed,
 # AJ_CGROUP_REMOVE_LATE_MS (10 min). Before, each wait had a fixed bound of its own (5 s; the
@@ -14,24 +17,90 @@ require_jail
 require_root
 setup_dirs
 
-FZ_ROOT=/sys/fs/cgroup/freezer
-[[ -w $FZ_ROOT/cgroup.procs ]] || skip_all "no cgroup v1 freezer to hold a process in (the test needs one)"
-FZ=$FZ_ROOT/ajtest-cleanup-$$
+# The cgroup v2 tree (hybrid: unified/), for the one process held by a freeze: a watchdog.
+V2_ROOT=/sys/fs/cgroup
+[[ -d /sys/fs/cgroup/unified ]] && V2_ROOT=/sys/fs/cgroup/unified
+FZ=$V2_ROOT/ajtest-cleanup-$$
+HOLD=$TEST_TMP/hold
+HELD=$TEST_TMP/held
 HOST_SLEEP=
+FUSE_HOLD_PID=
 
-# hold PID: the task frozen in a v1 freezer cgroup of the test's; let_go: thawed.
-hold() {
-        [[ -d $FZ ]] || mkdir "$FZ" || return 1
-        echo "$1" >"$FZ/cgroup.procs" && echo FROZEN >"$FZ/freezer.state" &&
-                wait_for_output "$FZ/freezer.state" '^FROZEN$' 5
+[[ -e /dev/fuse ]] || modprobe fuse 2>/dev/null
+mkdir -p "$HOLD"
+(cd / && exec "$FUSE_HOLD" "$HOLD" "$HELD") 2>"$TEST_TMP/fuse-hold.err" &
+FUSE_HOLD_PID=$!
+for ((i = 0; i < 100; i++)); do
+        [[ -e $HELD ]] && break
+        sleep 0.05
+done
+if [[ ! -e $HELD ]]; then
+        fail "the test's FUSE filesystem is mounted" "$(cat "$TEST_TMP/fuse-hold.err")"
+        echo "Bail out! no FUSE filesystem to hold a process with"
+        exit 1
+fi
+# Every jail that holds a process sees the FUSE filesystem at /hold (a profile's "ro" replaces
+# its parent's: the default's with it).
+HOLD_RO=$(jq -c --arg bind "$HOLD:/hold" '.filesystem.ro + [$bind]' "$AGENTJAIL_SOURCE_DIR/profiles/default.json")
+HP=$(write_profile hold '{"extends": "default", "filesystem": {"ro": '"$HOLD_RO"'}}')
+
+# held_pid [SECONDS]: the host pid of a close the FUSE filesystem holds (waits for one).
+held_pid() {
+        local deadline=$((SECONDS + ${1:-10})) p
+        while ((SECONDS <= deadline)); do
+                p=$(head -n 1 "$HELD" 2>/dev/null)
+                [[ -n $p ]] && echo "$p" && return 0
+                sleep 0.05
+        done
+        return 1
 }
+# held_in PARENT [SECONDS]: the same, checked to be a descendant of PARENT (its jail's).
+held_in() {
+        local p kids
+        p=$(held_pid "${2:-10}") || return 1
+        # Not `descendants | grep -q`: grep's early exit is a SIGPIPE, a failure under pipefail.
+        kids=$(descendants "$1")
+        if ! grep -qxF "$p" <<<"$kids"; then
+                diag "the close held ($p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)) is not $1's jail's"
+                return 1
+        fi
+        echo "$p"
+}
+# freeze_v2 PID: PID frozen in a v2 cgroup of the test's (not for a process that is to die:
+# a v2 frozen task takes its SIGKILL).
+freeze_v2() {
+        [[ -d $FZ ]] || mkdir "$FZ" || return 1
+        echo "$1" >"$FZ/cgroup.procs" && echo 1 >"$FZ/cgroup.freeze" &&
+                wait_for_output "$FZ/cgroup.events" '^frozen 1$' 5
+}
+# let_go: every held close answered (its process returns from it, or dies if killed), and
+# the v2 freeze undone.
 let_go() {
-        [[ -d $FZ ]] && echo THAWED >"$FZ/freezer.state"
+        local i
+        if [[ -n $FUSE_HOLD_PID ]] && kill -USR1 "$FUSE_HOLD_PID" 2>/dev/null; then
+                for ((i = 0; i < 100; i++)); do
+                        [[ -s $HELD ]] || break
+                        sleep 0.05
+                done
+        fi
+        [[ -d $FZ ]] && echo 0 >"$FZ/cgroup.freeze"
+        return 0
+}
+# stop_fuse_hold: the FUSE filesystem gone. Its daemon's end ends the connection, and with it
+# any close still held; it unmounts, or else this does.
+stop_fuse_hold() {
+        if [[ -n $FUSE_HOLD_PID ]]; then
+                kill -TERM "$FUSE_HOLD_PID" 2>/dev/null
+                wait "$FUSE_HOLD_PID" 2>/dev/null
+                FUSE_HOLD_PID=
+        fi
+        mountpoint -q "$HOLD" && umount -l "$HOLD"
         return 0
 }
 cleanup_cleanup() {
         let_go
         [[ -n $HOST_SLEEP ]] && kill -KILL "$HOST_SLEEP" 2>/dev/null
+        stop_fuse_hold
         local i
         for ((i = 0; i < 50; i++)); do
                 [[ -d $FZ ]] || break
@@ -69,13 +138,13 @@ wait_cgroup_gone() {
 
 # --- the supervisor SIGKILLed (`timeout -k`'s second signal) while a jailed process cannot
 # die yet: its watchdog waits for it past the old bounds (here 35 s), then removes everything.
-start_jail_bg -- ./probe sleep 120
-if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+start_jail_bg -p "$HP" -- /bin/sh -c 'cat /hold/f; exec ./probe sleep 120'
+if p=$(held_in "$BG_PID" 10) && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         kill -KILL "$BG_PID"
         wait "$BG_PID" 2>/dev/null
         sleep 35
-        isnt "$(run_cgroup_dirs "$id")" "" "35 s after the supervisor's SIGKILL, the frozen process keeps the cgroup"
+        isnt "$(run_cgroup_dirs "$id")" "" "35 s after the supervisor's SIGKILL, the held process keeps the cgroup"
         wd=$(jq -r .watchdog_pid "$rdir/run.json")
         is "$(cat "/proc/$wd/comm" 2>/dev/null)" aj-watchdog "the watchdog is still waiting for it"
         let_go
@@ -101,9 +170,9 @@ BG_PIDS=()
 # running (its wall clock counting) and took a thaw for done without thawing anything. A freeze
 # that fails is undone: the run runs on as it was.
 rm -f "$WORKSPACE/tick"
-start_jail_bg -- /bin/sh -c './probe sleep 300 & while :; do date +%s%N >tick; ./probe sleep 0.05; done'
-stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
-if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && wait_for_output "$WORKSPACE/tick" . 5 && hold "$stuck"; then
+start_jail_bg -p "$HP" -- /bin/sh -c '(cat /hold/f; exec ./probe sleep 300) & while :; do date +%s%N >tick; ./probe sleep 0.05; done'
+stuck=$(held_in "$BG_PID" 10)
+if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && wait_for_output "$WORKSPACE/tick" . 5; then
         id=${rdir##*/}
         aj freeze "$id"
         isnt "$RC" 0 "a freeze a held process keeps from completing fails" || op_diag
@@ -142,9 +211,9 @@ start_jail_bg -- ./probe sleep 3
 if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         v2=$(ls -d /sys/fs/cgroup/unified/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | head -1)
-        sleep 300 &
+        cat "$HOLD/f" &
         HOST_SLEEP=$!
-        if [[ -n $v2 ]] && echo "$HOST_SLEEP" >"$v2/cgroup.procs" && hold "$HOST_SLEEP"; then
+        if [[ -n $v2 ]] && [[ $(held_pid 5) == "$HOST_SLEEP" ]] && echo "$HOST_SLEEP" >"$v2/cgroup.procs"; then
                 t0=$SECONDS
                 wait_exit "$BG_PID" 40
                 is "$WAIT_RC" 0 "the run ends with its command's status"
@@ -182,9 +251,9 @@ BG_PIDS=()
 # AJ_JAIL_EXIT_MS (10 s), says so, exits with the command's status, its records whole, and
 # hands the cgroup to its watchdog ("C"), which removes it once the process can die.
 t0=$SECONDS
-start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 2; exit 7'
-stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
-if [[ -n $stuck ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
+start_jail_bg -p "$HP" -- /bin/sh -c '(cat /hold/f; exec ./probe sleep 300) & ./probe sleep 2; exit 7'
+stuck=$(held_in "$BG_PID" 5)
+if [[ -n $stuck ]] && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         wait_exit "$BG_PID" 45
         is "$WAIT_RC" 7 "a jail process that does not die: the run still ends, with its command's status" ||
@@ -214,10 +283,10 @@ BG_PIDS=()
 # the process was frozen. The init's end of the sync socket closes as it exits, before its
 # exit waits for the pid namespace: the bound starts there too.
 t0=$SECONDS
-start_jail_bg -- /bin/sh -c './probe sleep 300 & ./probe sleep 300'
-stuck=$(find_jailed_argv "$BG_PID" "./probe sleep 300" 5)
+start_jail_bg -p "$HP" -- /bin/sh -c '(cat /hold/f; exec ./probe sleep 300) & ./probe sleep 300'
+stuck=$(held_in "$BG_PID" 5)
 init=$(find_jailed "$BG_PID" agentjail-init 5)
-if [[ -n $stuck && -n $init ]] && rdir=$(wait_run_dir 5) && hold "$stuck"; then
+if [[ -n $stuck && -n $init ]] && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         kill -KILL "$init"
         wait_exit "$BG_PID" 45
@@ -242,8 +311,8 @@ BG_PIDS=()
 # as them, lived on. Now the slot stays taken while the run's cgroup is there, ps shows what
 # the run left, and prune kills and removes it (recorded: supervisor.lost closes the chain),
 # keeping the run while the process does not die.
-start_jail_bg -- ./probe sleep 120
-if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+start_jail_bg -p "$HP" -- /bin/sh -c 'cat /hold/f; exec ./probe sleep 120'
+if p=$(held_in "$BG_PID" 10) && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         uid_a=$(jq -r .host_uid "$rdir/run.json")
         wd=$(jq -r .watchdog_pid "$rdir/run.json")
@@ -251,7 +320,7 @@ if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; t
         wait "$BG_PID" 2>/dev/null
         sleep 0.5
         is "$(awk '/^Uid:/ { print $2 }' "/proc/$p/status" 2>/dev/null)" "$uid_a" \
-                "the frozen process still runs as the run's host uid"
+                "the held process still runs as the run's host uid"
         # Every slot below A's held meanwhile (a shared lock, as a profile naming those ids takes
         # one): A's is then the lowest whose lock is free, whatever other runs on the host hold.
         fds=()
@@ -303,10 +372,11 @@ BG_PIDS=()
 # it showed the operator the changes as they were then, and once the process was gone (after
 # the call it was in, a write say) the commit applied what no diff had shown. diff refuses as
 # commit does: what it shows then is what nothing but root changes afterwards.
-OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"}}}')
+OV=$(write_profile overlay '{"extends": "default", "filesystem": {"workspace": {"path": ".", "mode": "overlay"},
+        "ro": '"$HOLD_RO"'}}')
 rm -f "$WORKSPACE/mine.txt"
-start_jail_bg -p "$OV" -- /bin/sh -c 'printf "agent\n" >mine.txt && exec ./probe sleep 120'
-if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+start_jail_bg -p "$OV" -- /bin/sh -c 'printf "agent\n" >mine.txt && cat /hold/f; exec ./probe sleep 120'
+if p=$(held_in "$BG_PID" 10) && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         kill -KILL "$BG_PID" "$(jq -r .watchdog_pid "$rdir/run.json")"
         wait "$BG_PID" 2>/dev/null
@@ -342,17 +412,18 @@ rm -f "$WORKSPACE/mine.txt"
 # --- the same for an overlay eval case: timed out, its supervisor gone while a process of its
 # run cannot die, eval applied the upper dir to the case's scratch copy while that process
 # could still write into it. The case is an error saying why, its changes discarded so.
-EVAL_OV=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}}}')
+EVAL_OV=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"},
+        "ro": '"$HOLD_RO"'}}')
 cat >"$TEST_TMP/held.json" <<EOF
 { "cases": [ { "name": "held", "profile": "$EVAL_OV", "timeout": "1s",
-               "command": ["sh", "-c", "echo agent > mine.txt && exec sleep 4321"] } ] }
+               "command": ["sh", "-c", "echo agent > mine.txt && cat /hold/f; exec sleep 4321"] } ] }
 EOF
 mkdir -p "$TEST_TMP/evaltmp"
 TMPDIR="$TEST_TMP/evaltmp" timeout -k 5 120 "$AGENTJAIL" eval "$TEST_TMP/held.json" --json </dev/null \
         >"$TEST_TMP/eval.out" 2>"$TEST_TMP/eval.err" &
 EVAL_PID=$!
 BG_PIDS+=("$EVAL_PID")
-if p=$(find_jailed_argv "$EVAL_PID" "sleep 4321" 10) && hold "$p"; then
+if p=$(held_in "$EVAL_PID" 10); then
         wait "$EVAL_PID"
         is "$?" 1 "eval of the case whose process is left exits 1" || diag "$(cat "$TEST_TMP/eval.err")"
         out=$(cat "$TEST_TMP/eval.out")
@@ -378,7 +449,7 @@ wait "$EVAL_PID" 2>/dev/null
 BG_PIDS=()
 
 # --- an overlay eval case whose supervisor is killed while its watchdog is held (frozen here,
-# as a slow one would be) and whose cgroup is empty: eval applied the changes while the
+# in a v2 cgroup, as a slow one would be) and whose cgroup is empty: eval applied the changes while the
 # watchdog, still to kill and remove what the run left and close its chain, held the run
 # live; commit refused such a run. The same check now (runs.c aj_run_check_settled).
 cat >"$TEST_TMP/wd.json" <<EOF
@@ -393,7 +464,7 @@ wd=
 if p=$(find_jailed_argv "$EVAL_PID" "sleep 4322" 10) && ev=$(pgrep -P "$EVAL_PID" -x agentjail) &&
         sup=$(pgrep -P "$ev" -x agentjail) &&
         rdir=$(grep -l "\"supervisor_pid\": $sup," "$AGENTJAIL_STATE_DIR"/runs/*/run.json) && rdir=${rdir%/run.json} &&
-        wd=$(jq -r .watchdog_pid "$rdir/run.json") && hold "$wd"; then
+        wd=$(jq -r .watchdog_pid "$rdir/run.json") && freeze_v2 "$wd"; then
         # eval stopped meanwhile, so that it looks once the jail's processes are all gone.
         kill -STOP "$ev"
         kill -KILL "$sup" "$p"
@@ -515,8 +586,8 @@ rm -rf "$TEST_TMP/copy"
 # held" error sent the operator to prune, which looked only at run directories. prune finds
 # it from the slot's file, leaves it while a process is in it (nothing says whose it is any
 # more), and removes it once empty: the slot is free again.
-start_jail_bg -- ./probe sleep 120
-if p=$(find_jailed "$BG_PID" probe 10) && rdir=$(wait_run_dir 5) && hold "$p"; then
+start_jail_bg -p "$HP" -- /bin/sh -c 'cat /hold/f; exec ./probe sleep 120'
+if p=$(held_in "$BG_PID" 10) && rdir=$(wait_run_dir 5); then
         id=${rdir##*/}
         uid=$(jq -r .host_uid "$rdir/run.json")
         kill -KILL "$BG_PID" "$(jq -r .watchdog_pid "$rdir/run.json")"
@@ -555,5 +626,8 @@ else
 fi
 let_go
 BG_PIDS=()
+
+stop_fuse_hold
+ok "the test's FUSE filesystem is unmounted" bash -c '! mountpoint -q "$1"' - "$HOLD"
 
 done_testing

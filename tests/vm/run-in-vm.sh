@@ -13,7 +13,7 @@ stty -F "$out" raw -echo 2>/dev/null
 exec 3>"$out"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 src=/aj/src
-export AGENTJAIL="$src/build/agentjail" PROBE="$src/build/tests/probe"
+export AGENTJAIL="$src/build/agentjail" PROBE="$src/build/tests/probe" FUSE_HOLD="$src/build/tests/fuse-hold"
 export AGENTJAIL_SOURCE_DIR="$src" AGENTJAIL_BUILD_DIR="$src/build" AGENTJAIL_TEST_STRICT=1
 # Everything is 5-20 times slower under TCG than on the host: more time per jail.
 export JAIL_TIMEOUT=60
