@@ -32,12 +32,11 @@
 #define ACCEPT_BATCH 64
 /* What an edge on a socket says about what it receives: data, its end, or an error. */
 #define EDGE_FROM (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
-/* What the sockets are watched for (edge-triggered): a socket's room (EPOLLOUT) only once
- * a send to it found it full (proxy_watch_room), and the upstream's while its connect is
- * under way (its end); either socket's data (EPOLLIN) not while the direction it feeds
- * waits for room (Dir.unwatched). */
+/* What the sockets are watched for (edge-triggered): the client's room (EPOLLOUT) only
+ * once a send to it found it full (proxy_watch_client_room); either socket's data
+ * (EPOLLIN) not while the direction it feeds waits for room (Dir.unwatched). */
 #define CLIENT_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
-#define UPSTREAM_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
+#define UPSTREAM_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 typedef enum {
         ST_HTTP_HEAD,
@@ -97,8 +96,8 @@ typedef struct Conn {
         bool socks, overflow, evaluated, denied, pending, is_connect;
         ConnState state;
         int cfd, ufd;
-        AjLoopIo *cio, *uio;             /* edge-triggered */
-        bool client_room, upstream_room; /* that socket's EPOLLOUT watched too (proxy_watch_room) */
+        AjLoopIo *cio, *uio; /* edge-triggered */
+        bool room_watched;   /* the client's EPOLLOUT too (proxy_watch_client_room) */
         char *in;
         size_t in_len, in_cap;
         AjOutBuf out; /* an error reply */
@@ -181,13 +180,12 @@ void proxy_emit(AjProxy *p, const char *type, json_t *fields);
 /* Answer with an error and close: an HTTP status or a SOCKS reply code. */
 void proxy_refuse(Conn *c, int http_status, uint8_t socks_rep, const char *reason_in);
 void proxy_conn_close(Conn *c);
-/* A send to `fd` (the client's or the upstream's socket) found it full: from now on its
- * room (EPOLLOUT) is watched too. Until then only what it sends is (most connections never
- * fill it, and a writable socket's state reported with each edge, or at once when it is
- * added, would wake the loop for nothing). < 0: it cannot be (the connection must close). */
-int proxy_watch_room(Conn *c, int fd);
+/* A send to the client found its socket full: from now on its room (EPOLLOUT) is watched
+ * too. Until then only what it sends is (most connections never fill it, and each ACK of
+ * theirs would wake the loop for nothing). < 0: it cannot be (the connection must close). */
+int proxy_watch_client_room(Conn *c);
 /* Watches each socket for what its directions wait for (CLIENT_EVENTS, UPSTREAM_EVENTS,
- * Dir.unwatched, client_room, upstream_room). < 0: it cannot be (the connection must close). */
+ * Dir.unwatched, room_watched). < 0: it cannot be (the connection must close). */
 int proxy_watch(Conn *c);
 /* Re-run a connection whose state changed without a new edge on its fds. */
 void proxy_conn_kick(Conn *c);

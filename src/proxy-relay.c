@@ -17,7 +17,7 @@ static int send_prefix(Conn *c, Dir *d, int dst);
 void proxy_flush_out(Conn *c)
 {
         int r = aj_outbuf_send(&c->out, c->cfd, NULL);
-        if (r == 0 && proxy_watch_room(c, c->cfd) == 0)
+        if (r == 0 && proxy_watch_client_room(c) == 0)
                 return; /* the socket is full: its next edge sends the rest */
         if (r <= 0) {
                 proxy_conn_close(c);
@@ -199,7 +199,7 @@ static int send_span(Conn *c, Dir *d, int dst, const char *data, size_t *off, si
                         if (errno != EAGAIN)
                                 return negative_errno();
                         d->blocked = true;
-                        return proxy_watch_room(c, dst);
+                        return dst == c->cfd ? proxy_watch_client_room(c) : 0;
                 }
                 *off += (size_t)n;
                 *left -= (size_t)n;
@@ -520,8 +520,6 @@ static int pump_response(Conn *c)
                         c->error = "bad response from upstream";
                         return r == -ENOMEM ? r : -EBADMSG;
                 }
-                if (d->quiet)
-                        return 0;
                 ssize_t room = proxy_head_room(&c->resp, &c->resp_cap, c->resp_len, RESPONSE_HEAD_MAX);
                 if (room < 0)
                         return (int)room;
@@ -533,10 +531,7 @@ static int pump_response(Conn *c)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno != EAGAIN)
-                                return negative_errno();
-                        d->quiet = true;
-                        return 0;
+                        return errno == EAGAIN ? 0 : negative_errno();
                 }
                 c->resp_len += (size_t)n;
         }

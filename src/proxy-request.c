@@ -2,7 +2,6 @@
 /* The proxy, from a connection's first byte to a connected upstream (see proxy-internal.h). */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,31 +64,27 @@ static void deny_unjudged(Conn *c, const char *why)
 
 static void connect_next(Conn *c);
 
-/* The connect's end, as the upstream's readiness tells it (an edge, or poll() right after
- * connect()): writable without an error or hang-up, it is established (a failed one reports
- * EPOLLERR and EPOLLHUP), so only then is its error read. Not yet: nothing to do. */
-static void connect_settled(Conn *c, uint32_t events)
-{
-        int err = 0;
-        socklen_t l = sizeof(err);
-        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-                return;
-        if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
-                err = errno;
-        if (err != 0) {
-                proxy_connect_failed(c, -err);
-                return;
-        }
-        proxy_start_relay(c);
-}
-
 static void on_upstream(Conn *c, uint32_t events)
 {
         if (events & EDGE_FROM)
                 c->down.quiet = false;
-        if (c->state == ST_CONNECTING)
-                connect_settled(c, events);
-        else if (c->state == ST_RELAY)
+        if (c->state == ST_CONNECTING) {
+                int err = 0;
+                socklen_t l = sizeof(err);
+                if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+                        return;
+                /* Writable without an error or hang-up: the connection is established (a
+                 * failed one reports EPOLLERR and EPOLLHUP), so only then is its error read. */
+                if ((events & (EPOLLERR | EPOLLHUP)) && getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
+                        err = errno;
+                if (err != 0) {
+                        proxy_connect_failed(c, -err);
+                        return;
+                }
+                proxy_start_relay(c);
+                return;
+        }
+        if (c->state == ST_RELAY)
                 proxy_relay_events(c, false, events);
 }
 
@@ -153,24 +148,12 @@ static void connect_next(Conn *c)
                         return;
                 }
                 c->ufd = fd;
-                c->state = ST_CONNECTING;
-                /* A peer that answers within connect() (this host's: the handshake runs in
-                 * the call) is connected already: the request goes out in this dispatch, not
-                 * after a wait that would only report the socket writable. Else its room
-                 * (EPOLLOUT) is watched until the connect ends. poll()'s bits are epoll's. */
-                struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-                bool settled = poll(&pfd, 1, 0) == 1;
-                c->upstream_room = !settled;
-                /* Its first bytes are an edge (epoll reports what came before the add): no
-                 * read until then (Dir.quiet). */
-                c->down.quiet = true;
-                r = aj_loop_add_io(p->loop, fd, UPSTREAM_EVENTS | (settled ? 0 : EPOLLOUT), on_upstream_io, c, &c->uio);
+                r = aj_loop_add_io(p->loop, fd, UPSTREAM_EVENTS, on_upstream_io, c, &c->uio);
                 if (r < 0) {
                         proxy_connect_failed(c, r);
                         return;
                 }
-                if (settled)
-                        connect_settled(c, (uint32_t)pfd.revents);
+                c->state = ST_CONNECTING;
                 return;
         }
         proxy_connect_failed(c, -EHOSTUNREACH);

@@ -216,21 +216,17 @@ static void on_client_io(AjLoopIo *io, int fd, uint32_t events, void *userdata)
 
 int proxy_watch(Conn *c)
 {
-        uint32_t ce = (CLIENT_EVENTS | (c->client_room ? EPOLLOUT : 0)) & ~(c->up.unwatched ? EPOLLIN : 0);
-        uint32_t ue = (UPSTREAM_EVENTS | (c->upstream_room ? EPOLLOUT : 0)) & ~(c->down.unwatched ? EPOLLIN : 0);
+        uint32_t ce = (CLIENT_EVENTS | (c->room_watched ? EPOLLOUT : 0)) & ~(c->up.unwatched ? EPOLLIN : 0);
         int r = aj_loop_io_set_events(c->cio, ce);
         if (r == 0 && c->uio)
-                r = aj_loop_io_set_events(c->uio, ue);
+                r = aj_loop_io_set_events(c->uio, UPSTREAM_EVENTS & ~(c->down.unwatched ? EPOLLIN : 0));
         return r;
 }
 
 /* Edge-triggered: if room came back before this, the change reports it at once. */
-int proxy_watch_room(Conn *c, int fd)
+int proxy_watch_client_room(Conn *c)
 {
-        if (fd == c->cfd)
-                c->client_room = true;
-        else
-                c->upstream_room = true;
+        c->room_watched = true;
         return proxy_watch(c);
 }
 
