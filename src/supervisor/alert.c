@@ -172,13 +172,29 @@ void aj_sup_alert_start(AjSupAlert *a, const char *kind, const char *input)
                 r = -errno;
         if (r >= 0 && aj_fd_set_nonblock(out[0], true) < 0)
                 r = -errno;
+        int add = r >= 0 ? aj_loop_add_io(a->loop, out[0], EPOLLIN, on_output, a, &a->out_io) : 0;
+        if (add < 0) {
+                /* Nothing would read the pipe until the alert ended, and a full pipe would
+                 * hold it until its timeout: the owner not told. The add can fail where the
+                 * agent can make it (a rootless jail shares its uid's epoll watches with us),
+                 * so the alert runs, its output dropped, and the record says so. */
+                a->out_io = NULL;
+                close(out[0]);
+                close(out[1]);
+                out[0] = -1;
+                out[1] = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                if (out[1] < 0)
+                        r = -errno;
+                else
+                        aj_sup_emit(&a->events, "alert.output_lost",
+                                    json_pack("{s:s, s:s}", "error", strerror(-add), "reason",
+                                              "its pipe could not be watched; its output goes to /dev/null"));
+        }
         if (r >= 0)
                 r = aj_alert_start(a->cfg.argv, a->cfg.run_dir, a->cfg.id, kind, input, out[1], timeout, &a->alert);
         if (out[1] >= 0)
                 close(out[1]);
         a->out_fd = out[0];
-        if (r >= 0 && aj_loop_add_io(a->loop, a->out_fd, EPOLLIN, on_output, a, &a->out_io) < 0)
-                a->out_io = NULL; /* read when it exits */
         if (r < 0) {
                 close_output(a);
                 aj_warning("Cannot run the alert command '%s': %s", a->cfg.argv[0], strerror(-r));

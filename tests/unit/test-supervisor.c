@@ -938,6 +938,70 @@ Test(supervisor, alert_writing_without_end_is_killed_at_the_run_end, .timeout = 
         alert_fixture_free(&x);
 }
 
+/* The epoll instances this process holds, each replaced by /dev/null (their own fds kept in
+ * saved[], *n of them) so that every epoll_ctl on them fails; put back by loops_restore. */
+static void loops_break(int *saved, size_t max, int *fds, size_t *n)
+{
+        *n = 0;
+        for (int fd = 0; fd < 1024 && *n < max; fd++) {
+                char link[64], target[64];
+                snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+                ssize_t len = readlink(link, target, sizeof(target) - 1);
+                if (len < 0)
+                        continue;
+                target[len] = '\0';
+                if (strcmp(target, "anon_inode:[eventpoll]") != 0)
+                        continue;
+                saved[*n] = fcntl(fd, F_DUPFD_CLOEXEC, 1024);
+                cr_assert_geq(saved[*n], 0);
+                int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                cr_assert_geq(null, 0);
+                cr_assert_eq(dup3(null, fd, O_CLOEXEC), fd);
+                close(null);
+                fds[(*n)++] = fd;
+        }
+}
+
+static void loops_restore(const int *saved, const int *fds, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                cr_assert_eq(dup3(saved[i], fds[i], O_CLOEXEC), fds[i]);
+                close(saved[i]);
+        }
+}
+
+/* Where its pipe cannot be watched (epoll_ctl failing: in a rootless run the agent shares
+ * its uid's epoll watches with the supervisor and can use them up), the alert still runs to
+ * its end, its output dropped and the record saying so; before, nothing read the pipe and
+ * an alert writing more than it holds waited there until its timeout, the owner not told. */
+Test(supervisor, alert_runs_to_its_end_when_its_pipe_cannot_be_watched)
+{
+        char *argv[] = { "/bin/sh", "-c", "head -c 1048576 /dev/zero", NULL };
+        AlertFixture x;
+        alert_fixture(&x, argv, 20 * SEC, 65536);
+        int saved[8], fds[8];
+        size_t n;
+        loops_break(saved, ARRAY_SIZE(saved), fds, &n);
+        cr_assert_gt(n, 0, "the loop's epoll instance found");
+        aj_sup_alert_start(&x.a, "approval", "approval.json");
+        loops_restore(saved, fds, n);
+        cr_assert_geq(x.a.alert.pidfd, 0, "the alert started");
+        siginfo_t si = { 0 };
+        for (int i = 0; i < 300 && si.si_pid == 0; i++) {
+                cr_assert_eq(waitid(P_PIDFD, (id_t)x.a.alert.pidfd, &si, WEXITED | WNOHANG | WNOWAIT), 0);
+                if (si.si_pid == 0)
+                        usleep(10000);
+        }
+        cr_expect_neq(si.si_pid, 0, "the alert ended by itself within 3 s (its timeout is 20 s)");
+        cr_expect(last(&x.f->chain, "alert.output_lost"), "the record says its output was dropped");
+        aj_sup_alert_finish(&x.a);
+        json_t *ex = last(&x.f->chain, "alert.exit");
+        cr_assert(ex);
+        cr_expect_eq(json_integer_value(json_object_get(ex, "code")), 0);
+        cr_expect_not(last(&x.f->chain, "alert.timeout"));
+        alert_fixture_free(&x);
+}
+
 /* ---- who opened a proxy connection (src/supervisor/netpeer.h) ---- */
 
 static struct sockaddr_in v4(const char *a, uint16_t port)
