@@ -232,11 +232,6 @@ static int clone_jail(Run *run)
                 userns_hint(r);
                 return r;
         }
-        /* It often waits on our CPU (it yields to us first thing, spawn.c) until we block or the
-         * other CPU takes it, while its network namespace (a third of a millisecond) could be
-         * made beside our plan: moved off ours now, its CPUs given back before GO
-         * (release_jail), so the command has them all. */
-        aj_cpus_place_away(run->h.pid, &run->init_cpus);
         /* The jail's copy is made: none for what we fork later (the workspace's hasher reads the
          * agent's files; the jail's init reads this after GO). */
         r = aj_shared_keep_from_forks(&run->shared);
@@ -318,10 +313,7 @@ static int release_jail(Run *run)
                                  run->profile->digest, "profile_path", run->profile->path, "pid", (int)run->h.pid,
                                  "host_uid", (json_int_t)run->host_uid, "cwd", run->cwd, "tty",
                                  aj_sup_terminal_has_tty(&run->term), "hooks", aj_run_hooks_json(run)));
-        int r = aj_cpus_place_back(run->h.pid, &run->init_cpus);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot give the jail's init its CPUs back");
-        r = aj_spawn_go(&run->h);
+        int r = aj_spawn_go(&run->h);
         if (r < 0)
                 return aj_log_errno(r, "Cannot release the jail");
         return 0;

@@ -44,7 +44,6 @@
 #include "supervisor/work.h"
 #include "supervisor/workspace-start.h"
 #include "util/loop.h"
-#include "util/process.h"
 #include "util/shared.h"
 
 /* The run's runtime dir as the jail sees it. */
@@ -173,10 +172,9 @@ typedef struct {
         /* the records */
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
-        int runtime_hold_fd;      /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
-        bool cgroup_left;         /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
-        pid_t idmap_holder;       /* the idmap namespace's process, exiting, to reap; 0 none */
-        AjCpuPlacement init_cpus; /* the init kept off our CPU from the clone to GO */
+        int runtime_hold_fd; /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
+        bool cgroup_left;    /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
+        pid_t idmap_holder;  /* the idmap namespace's process, exiting, to reap; 0 none */
         int final_status;
         AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;

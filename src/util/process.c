@@ -18,22 +18,3 @@ pid_t aj_fork_pidfd(int *ret_pidfd)
                 *ret_pidfd = pidfd;
         return pid;
 }
-
-void aj_cpus_place_away(pid_t pid, AjCpuPlacement *p)
-{
-        p->placed = false;
-        int here = sched_getcpu();
-        if (here < 0 || sched_getaffinity(0, sizeof(p->cpus), &p->cpus) < 0 || !CPU_ISSET(here, &p->cpus))
-                return;
-        cpu_set_t away = p->cpus;
-        CPU_CLR(here, &away);
-        p->placed = CPU_COUNT(&away) > 0 && sched_setaffinity(pid, sizeof(away), &away) == 0;
-}
-
-int aj_cpus_place_back(pid_t pid, AjCpuPlacement *p)
-{
-        if (!p->placed)
-                return 0;
-        p->placed = false;
-        return sched_setaffinity(pid, sizeof(p->cpus), &p->cpus) < 0 ? -errno : 0;
-}

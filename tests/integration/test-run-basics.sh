@@ -177,11 +177,6 @@ is "$JAIL_RC" 0 "--json of a command with a C1 and a bidi control in its argv" |
 ok "--json: no raw C1 or bidi control on stderr" eval '! raw_c1_bidi "$TEST_TMP/jail.err"'
 is "$(tail -1 <<<"$JAIL_ERR" | jq -r '.command[3]')" "$(printf 'x\302\233\342\200\256y')" "--json: the same JSON for a parser"
 
-# --- the command may run on every CPU agentjail run may: the init, kept off the supervisor's
-# CPU from its clone to GO (docs/performance.md, session 24), has them all back before it forks
-run_jail -- /bin/sh -c 'grep Cpus_allowed_list /proc/self/status'
-is "$JAIL_OUT" "$(grep Cpus_allowed_list /proc/self/status)" "the command has every CPU of the caller's" || jail_diag
-
 # --- one directory per run (at least the nine runs that certainly got past setup)
 cmp_num "$(list_run_dirs | wc -l)" -ge 9 "every started run left its own directory"
 

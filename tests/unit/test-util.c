@@ -30,7 +30,6 @@
 #include "util/open-under.h"
 #include "util/parse.h"
 #include "util/path.h"
-#include "util/process.h"
 #include "util/ratelimit.h"
 #include "util/scratch.h"
 #include "util/shared.h"
@@ -1815,43 +1814,4 @@ Test(json_scan, refuses_a_16_mib_body_of_empty_objects_early_and_fast)
         memset(b, '[', len);
         cr_expect_eq(aj_json_scan(b, len, 1u << 30, 128, &sh), -ELOOP);
         free(b);
-}
-
-/* A child kept off the caller's CPU (on every other one it may use), then given every CPU
- * back: the jail's init from its clone to GO (docs/performance.md, session 24). */
-Test(util, cpus_place_away_then_back)
-{
-        cpu_set_t all, seen;
-        cr_assert_eq(sched_getaffinity(0, sizeof(all), &all), 0);
-        int p[2];
-        cr_assert_eq(pipe(p), 0);
-        pid_t pid = fork();
-        cr_assert_geq(pid, 0);
-        if (pid == 0) {
-                char c;
-                close(p[1]);
-                _exit(read(p[0], &c, 1) < 0);
-        }
-        close(p[0]);
-        AjCpuPlacement pl;
-        aj_cpus_place_away(pid, &pl);
-        cr_assert_eq(sched_getaffinity(pid, sizeof(seen), &seen), 0);
-        if (CPU_COUNT(&all) >= 2) {
-                cr_expect(pl.placed, "placed with %d CPUs to go to", CPU_COUNT(&all) - 1);
-                cpu_set_t both;
-                CPU_AND(&both, &seen, &all);
-                cr_expect(CPU_EQUAL(&both, &seen) && CPU_COUNT(&seen) == CPU_COUNT(&all) - 1,
-                          "the child may run on every CPU of ours but one (%d of %d)", CPU_COUNT(&seen),
-                          CPU_COUNT(&all));
-        } else {
-                cr_expect(!pl.placed, "one CPU: nowhere else to go");
-                cr_expect(CPU_EQUAL(&seen, &all));
-        }
-        cr_expect_eq(aj_cpus_place_back(pid, &pl), 0);
-        cr_assert_eq(sched_getaffinity(pid, sizeof(seen), &seen), 0);
-        cr_expect(CPU_EQUAL(&seen, &all), "every CPU given back");
-        cr_expect(!pl.placed);
-        cr_expect_eq(aj_cpus_place_back(pid, &pl), 0, "nothing to give back twice");
-        close(p[1]);
-        cr_expect_eq(waitpid(pid, NULL, 0), pid);
 }
