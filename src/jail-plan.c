@@ -167,6 +167,8 @@ static void add_rlimit(AjSpawnConfig *cfg, int resource, uint64_t value)
                                 cfg->rlimits[i].limit.rlim_cur = cfg->rlimits[i].limit.rlim_max = value;
                         return;
                 }
+        /* One slot per resource, and there are no more resources than slots. */
+        _Static_assert(AJ_MAX_RLIMITS >= RLIM_NLIMITS, "a slot for every resource");
         if (cfg->n_rlimits >= AJ_MAX_RLIMITS)
                 return;
         cfg->rlimits[cfg->n_rlimits].resource = resource;
@@ -907,7 +909,12 @@ static void plan_user_budgets(Run *run, AjSpawnConfig *cfg)
                 struct rlimit rl;
                 if (getrlimit(rlimits[i], &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
                         continue; /* unbounded for the uid too: nothing to share */
-                add_rlimit(cfg, rlimits[i], budget_share(rl.rlim_cur));
+                uint64_t share = budget_share(rl.rlim_cur);
+                /* A quarter of a small RLIMIT_MEMLOCK is too little for what mlocks a few
+                 * pages (gpg's secure memory wants 32 KiB): at least 64 KiB, if the uid has it. */
+                if (rlimits[i] == RLIMIT_MEMLOCK && share < 65536)
+                        share = rl.rlim_cur < 65536 ? rl.rlim_cur : 65536;
+                add_rlimit(cfg, rlimits[i], share);
         }
 }
 

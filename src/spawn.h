@@ -86,7 +86,7 @@ typedef struct {
         int32_t pid;
 } AjChildMsg;
 
-#define AJ_MAX_RLIMITS 8
+#define AJ_MAX_RLIMITS 16
 
 /* `run -vv`: when the jail's init reached each of its steps (CLOCK_MONOTONIC ns, 0 = not
  * reached), stamped into memory shared with the supervisor (AjSpawnConfig.trace). */
