@@ -45,6 +45,8 @@ int aj_userns_write_maps(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t insi
  * numbers here, not on our stack, which it may outlive). One at a time (ns.h). */
 static char holder_stack[16384] __attribute__((aligned(16)));
 static int holder_pipe[2];
+/* The holder the caller has not reaped yet: until then no other may use the stack. */
+static pid_t holder_pending;
 
 /* The idmap namespace's only process: it shares our memory (CLONE_VM, so creating it
  * copies no page tables) and waits on a pipe; it must not touch anything else. */
@@ -61,6 +63,8 @@ static int idmap_holder(void *arg)
 int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid, int *ret_fd, pid_t *ret_holder)
 {
         /* A user namespace needs a process in it while its maps are written and it is opened. */
+        if (holder_pending > 0)
+                return -EBUSY;
         int *p = holder_pipe;
         if (pipe2(p, O_CLOEXEC) < 0)
                 return -errno;
@@ -89,7 +93,7 @@ int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gi
         close(p[1]);
         close(p[0]);
         if (ret_holder)
-                *ret_holder = pid;
+                *ret_holder = holder_pending = pid;
         else
                 aj_userns_idmap_reap(pid);
         if (r < 0)
@@ -100,9 +104,12 @@ int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gi
 
 void aj_userns_idmap_reap(pid_t holder)
 {
-        if (holder > 0)
-                while (waitpid(holder, NULL, __WALL) < 0 && errno == EINTR)
-                        ;
+        if (holder <= 0)
+                return;
+        while (waitpid(holder, NULL, __WALL) < 0 && errno == EINTR)
+                ;
+        if (holder == holder_pending)
+                holder_pending = 0;
 }
 
 int aj_net_loopback_up(void)

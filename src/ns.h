@@ -15,7 +15,8 @@ int aj_userns_write_maps(pid_t pid, uid_t inside_uid, uid_t host_uid, gid_t insi
  * "from_gid to_gid 1", for mount_setattr(MOUNT_ATTR_IDMAP): files owned by
  * from_uid on disk appear owned by to_uid through the idmapped mount. The namespace's
  * process is told to exit before this returns; with ret_holder NULL it is waited for here,
- * else its pid is the caller's to reap (waitpid) before the next call: at a start, waiting
+ * else its pid is the caller's to reap (aj_userns_idmap_reap) before the next call, which
+ * until then fails with -EBUSY (the holder runs on one static stack): at a start, waiting
  * for it put its exit, queued behind the jail's init, on the supervisor's path
  * (docs/performance.md, session 24). */
 int aj_userns_idmap_fd(uid_t from_uid, gid_t from_gid, uid_t to_uid, gid_t to_gid, int *ret_fd, pid_t *ret_holder);

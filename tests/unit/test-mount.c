@@ -2544,9 +2544,14 @@ Test(mount, idmap_namespace_process_is_left_to_the_caller_to_reap)
         cr_assert_eq(fstat(fd, &st), 0);
         cr_assert_eq(stat("/proc/self/ns/user", &mine), 0);
         cr_expect_neq(st.st_ino, mine.st_ino, "a user namespace of its own");
+        int fd2 = -1;
+        cr_expect_eq(aj_userns_idmap_fd(0, 0, 1879048192, 1879048192, &fd2, NULL), -EBUSY,
+                     "no second holder on the static stack before the first is reaped");
+        cr_expect_eq(fd2, -1);
         int status = -1;
         cr_expect_eq(waitpid(holder, &status, __WALL), holder, "the caller reaps it (%s)", strerror(errno));
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "it exited on its own");
+        aj_userns_idmap_reap(holder); /* reaped above: only lets the next call in */
         close(fd);
         /* Without a place to hand it, it is waited for there. */
         cr_assert_eq(aj_userns_idmap_fd(0, 0, 1879048192, 1879048192, &fd, NULL), 0);
