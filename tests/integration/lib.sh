@@ -671,8 +671,12 @@ test_host_up() {
                         ip netns del "$ns" 2>/dev/null
                 fi
         done
+        # Not one whose addresses are this host's already (a machine on 192.0.2.2/24 took the
+        # test host's 192.0.2.2 for itself: every connection to it was refused).
+        local mine
+        mine=$(ip -o -4 addr show | awk '{ sub("/.*", "", $4); print $4 }')
         for ((tries = 0; tries < 63; tries++)); do
-                ip -br addr | grep -q " $1\.$((base + 1))/" || break
+                grep -qxE "$1\.($base|$((base + 1))|$((base + 2))|$((base + 3)))" <<<"$mine" || break
                 base=$(((base + 4) % 252))
         done
         TH_NS="ajth-$$" TH_VH="ajh$$" TH_VT="ajt$$"
