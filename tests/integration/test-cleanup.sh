@@ -417,7 +417,7 @@ rm -f "$WORKSPACE/mine.txt"
 EVAL_OV=$(write_profile evaloverlay '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"},
         "ro": '"$HOLD_RO"'}}')
 cat >"$TEST_TMP/held.json" <<EOF
-{ "cases": [ { "name": "held", "profile": "$EVAL_OV", "timeout": "1s",
+{ "cases": [ { "name": "held", "profile": "$EVAL_OV", "timeout": "5s",
                "command": ["sh", "-c", "echo agent > mine.txt && cat /hold/f; exec sleep 4321"] } ] }
 EOF
 mkdir -p "$TEST_TMP/evaltmp"
@@ -425,7 +425,7 @@ TMPDIR="$TEST_TMP/evaltmp" timeout -k 5 120 "$AGENTJAIL" eval "$TEST_TMP/held.js
         >"$TEST_TMP/eval.out" 2>"$TEST_TMP/eval.err" &
 EVAL_PID=$!
 BG_PIDS+=("$EVAL_PID")
-if p=$(held_in "$EVAL_PID" 10); then
+if p=$(held_in "$EVAL_PID" 30); then
         wait "$EVAL_PID"
         is "$?" 1 "eval of the case whose process is left exits 1" || diag "$(cat "$TEST_TMP/eval.err")"
         out=$(cat "$TEST_TMP/eval.out")
