@@ -395,14 +395,8 @@ static int setup_stdio(const AjSpawnConfig *cfg, int sync_fd, int *ret_cmd_in, A
 static int write_sysctl(const char *path, uint32_t value)
 {
         char buf[16];
-        int len = snprintf(buf, sizeof(buf), "%u", value);
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        ssize_t n = write(fd, buf, (size_t)len);
-        int r = n == len ? 0 : n < 0 ? -errno : -EIO;
-        close(fd);
-        return r;
+        snprintf(buf, sizeof(buf), "%u", value);
+        return aj_write_file(path, buf);
 }
 
 /*
