@@ -209,13 +209,17 @@ rm -f "$WORKSPACE/tick"
 # the jail's (moved there by root on the host; nothing of the jail outlives its init) cannot
 # die yet. The supervisor exits after its bound, saying so, and hands the rest to its
 # watchdog, which removes the cgroup once the process is gone and records it.
-start_jail_bg -- ./probe sleep 3
-if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
+# The command ends when the test says (a file "go"), not after a time an emulated, loaded
+# machine may take only to start it.
+rm -f "$WORKSPACE/go"
+start_jail_bg -- /bin/sh -c 'until [ -e go ]; do ./probe sleep 0.05; done'
+if find_jailed "$BG_PID" sh 30 >/dev/null && rdir=$(wait_run_dir 30); then
         id=${rdir##*/}
         v2=$(ls -d /sys/fs/cgroup/unified/agentjail/"$id" /sys/fs/cgroup/agentjail/"$id" 2>/dev/null | head -1)
         cat "$HOLD/f" &
         HOST_SLEEP=$!
         if [[ -n $v2 ]] && [[ $(held_pid 5) == "$HOST_SLEEP" ]] && echo "$HOST_SLEEP" >"$v2/cgroup.procs"; then
+                touch "$WORKSPACE/go"
                 t0=$SECONDS
                 wait_exit "$BG_PID" 40
                 is "$WAIT_RC" 0 "the run ends with its command's status"
@@ -244,6 +248,7 @@ if find_jailed "$BG_PID" probe 10 >/dev/null && rdir=$(wait_run_dir 5); then
 else
         fail "the jail for the supervisor hand-over test started" "$(cat "$TEST_TMP/bg.err")"
 fi
+touch "$WORKSPACE/go"
 let_go
 BG_PIDS=()
 
