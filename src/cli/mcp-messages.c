@@ -158,6 +158,20 @@ void mcp_on_client_line(Relay *r, const char *line, size_t len)
 
 static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
 {
+        switch (aj_mcp_list_kind(m->msg)) {
+        case AJ_MCP_LIST_ERROR: /* nothing listed, nothing to filter */
+                mcp_writer_add(r, &r->client_out, m->line);
+                return mcp_pending_free(p);
+        case AJ_MCP_LIST_UNJUDGED:
+                mcp_note("dropped from the server: a tools/list response with no tools array to filter");
+                mcp_reply_to_client(r, p->id, AJ_MCP_E_INTERNAL,
+                                    "agentjail mcp: the server's tools/list response has no tools array to filter "
+                                    "(a result that is not an object, its tools elsewhere or not an array, or a "
+                                    "result beside an error); it was not passed on");
+                return mcp_pending_free(p);
+        case AJ_MCP_LIST_TOOLS:
+                break;
+        }
         const char **names = calloc(AJ_MCP_MAX_TOOLS, sizeof(*names));
         size_t n = 0;
         int s = names ? aj_mcp_list_names(m->msg, names, AJ_MCP_MAX_TOOLS, &n) : -ENOMEM;
@@ -167,12 +181,6 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
                                     s == -E2BIG
                                             ? "agentjail mcp: the server listed more tools than agentjail checks (1024)"
                                             : "agentjail mcp: out of memory");
-                return mcp_pending_free(p);
-        }
-        if (n == 0 && !json_object_get(json_object_get(m->msg, "result"), "tools")) {
-                /* An error or no tools array: nothing to filter. */
-                free(names);
-                mcp_writer_add(r, &r->client_out, m->line);
                 return mcp_pending_free(p);
         }
         p->state = P_CHECKING;

@@ -163,6 +163,22 @@ is "$(jq -c . <<<"$JAIL_OUT" | tr '\n' ' ')" \
         '{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"unreadable id"}} {"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"kept","inputSchema":{}}]}} ' \
         "a null-id error reaches the client, a null-id result does not" || diag "$JAIL_ERR"
 
+# A tools/list response the filter cannot judge (a result that is not an object, its tools
+# elsewhere or not an array, a result beside an error) is refused, not passed on
+# unfiltered; a page of a paginated list is filtered like any, and list_changed passes (the
+# client lists again, through the filter).
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { for k in 0 1 2 3 4; do echo "{\"jsonrpc\":\"2.0\",\"id\":$k,\"method\":\"tools/list\"}"; done
+                     sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- python3 mcp-hostile.py shapes <in; exit 0'
+unlike "$JAIL_OUT" 'write_file' "no shape of a tools/list response carries a denied tool past the filter" ||
+        diag "$JAIL_OUT"
+is "$(jq -r 'select(.id != null) | "\(.id) \(.error.code // (.result.tools | map(.name) | join(",")))"' <<<"$JAIL_OUT" |
+        tr '\n' ' ')" "0 -32603 1 -32603 2 -32603 3 -32603 4 kept " \
+        "shapes without a tools array to judge: -32603; the paginated page: filtered" || diag "$JAIL_OUT"
+like "$(jq -r 'select(.id == 0) | .error.message' <<<"$JAIL_OUT")" 'no tools array' "the error says why"
+is "$(jq -r '.method // empty' <<<"$JAIL_OUT" | grep -c '^notifications/tools/list_changed$')" 5 "list_changed notifications pass"
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
