@@ -422,6 +422,31 @@ like "$(row named)" '^named +pass ' "the operator's evalops (./profiles where ev
 like "$(row not-found)" '^not-found +error +[0-9.]+s +- +profile: profile "no-such-profile-here" not found' \
         "a profile found nowhere: the case is an error, never run" || eval_diag
 
+# ---- a case's run loads its profile when it starts, after the cases before it: a case whose
+# profile binds the directory of a later case's profile rw had its agent write that profile
+# (an alert.exec that ran on the host as root, the later case's verdict), or a file of its
+# extends chain. Every case's profile files are refused as writable to every case's run.
+REPO=$TEST_TMP/prepo
+mkdir -p "$REPO/base"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "the-operators"}}}' >"$REPO/base/chain.json"
+printf '%s\n' "{\"extends\": \"$REPO/base/chain.json\"}" >"$REPO/later.json"
+PW=$(write_profile evalwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/base:/mnt/base\"]}}")
+cat >"$TEST_TMP/rewrite.json" <<EOF
+{ "cases": [
+    { "name": "writer", "profile": "$PW",
+      "command": ["sh", "-c", "echo '{\"extends\": \"default\", \"env\": {\"set\": {\"WHOSE\": \"planted\"}}}' >/mnt/base/chain.json"] },
+    { "name": "later", "profile": "$REPO/later.json", "command": ["sh", "-c", "echo \"\$WHOSE\" > whose.txt"],
+      "expect": { "files": [ { "path": "whose.txt", "equals": "the-operators\n" } ] } } ] }
+EOF
+eval_run "$TEST_TMP/rewrite.json" --json
+is "$(jq -r '.env.set.WHOSE' "$REPO/base/chain.json" 2>&1)" the-operators \
+        "a case's agent cannot rewrite a file of a later case's profile (its extends chain)" || eval_diag
+like "$(jq -r '"\(.cases[0].result) \(.cases[0].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$REPO/base': it contains '$REPO/base/chain.json'" \
+        "the case binding it rw is refused, saying why" || eval_diag
+is "$(jq -r '.cases[1].result' <<<"$EVAL_OUT" 2>&1)" pass "the later case runs under the operator's profile" ||
+        eval_diag
+
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"
 eval_run "$TEST_TMP/bad.json"
