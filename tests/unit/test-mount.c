@@ -1049,15 +1049,15 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         aj_sensitive_list_done(&l);
 }
 
-/* Under an eval, every case's profile files (AJ_EVAL_PROFILES_ENV, one a line) are
+/* Under an eval, every case's profile files and fixture (AJ_EVAL_INPUTS_ENV, one a line) are
  * agentjail's code to every case's run: a case's agent rewrote a later case's profile. */
-Test(mount, sensitive_eval_profiles, PURE)
+Test(mount, sensitive_eval_inputs, PURE)
 {
         AjSensitiveList l = { 0 };
         cr_assert_eq(mkdir(P("/repo"), 0755), 0);
         char lines[2 * PATH_MAX + 16];
         snprintf(lines, sizeof(lines), "%s\nrelative.json\n%s\n", P("/repo/later.json"), P("/repo/base/chain.json"));
-        AjSensitiveSources src = { .eval_profiles = lines };
+        AjSensitiveSources src = { .eval_inputs = lines };
         cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
         size_t found = 0;
         for (size_t i = 0; i < l.n; i++)
