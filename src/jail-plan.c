@@ -592,6 +592,7 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 /* A replay's scratch root, the same (src/replay-run.c). */
                 .replay_scratch = run->opts->scratch_root,
                 .eval_own = run->cwd,
+                .eval_inputs = getenv(AJ_EVAL_INPUTS_ENV),
         };
         return aj_sensitive_list_build(&src, ret);
 }

@@ -335,17 +335,31 @@ const char *aj_mcp_result_status(const json_t *response)
         return "ok";
 }
 
+AjMcpListKind aj_mcp_list_kind(const json_t *response)
+{
+        json_t *result = json_object_get(response, "result"), *error = json_object_get(response, "error");
+        if (error && !result)
+                return AJ_MCP_LIST_ERROR;
+        if (!error && json_is_object(result) && json_is_array(json_object_get(result, "tools")))
+                return AJ_MCP_LIST_TOOLS;
+        return AJ_MCP_LIST_UNJUDGED;
+}
+
+/* The tools array of a response that is AJ_MCP_LIST_TOOLS, else NULL. */
 static json_t *list_tools(const json_t *response)
 {
-        json_t *tools = json_object_get(json_object_get(response, "result"), "tools");
-        return json_is_array(tools) ? tools : NULL;
+        if (aj_mcp_list_kind(response) != AJ_MCP_LIST_TOOLS)
+                return NULL;
+        return json_object_get(json_object_get(response, "result"), "tools");
 }
 
 int aj_mcp_list_names(const json_t *response, const char **names, size_t max, size_t *ret_n)
 {
         json_t *tools = list_tools(response), *t;
         size_t i, n = 0;
-        if (tools && json_array_size(tools) > AJ_MCP_MAX_TOOLS)
+        if (!tools)
+                return -EPROTO;
+        if (json_array_size(tools) > AJ_MCP_MAX_TOOLS)
                 return -E2BIG;
         json_array_foreach (tools, i, t) {
                 json_t *name = json_object_get(t, "name");
@@ -363,6 +377,8 @@ char *aj_mcp_list_filter(json_t *response, bool (*keep)(void *userdata, const ch
                          size_t *ret_removed)
 {
         json_t *tools = list_tools(response);
+        if (!tools)
+                return NULL;
         size_t n = json_array_size(tools), removed = 0;
         /* Every entry is judged before any is removed: `keep` may compare with names borrowed
          * from the entries (aj_mcp_list_names()'s, as the relay's does), which a removal frees. */

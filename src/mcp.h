@@ -100,12 +100,26 @@ char *aj_mcp_refusal_line(const json_t *id, const char *tool_name, const char *c
 /* "ok" or "error" (a JSON-RPC error, or result.isError true) for a tools/call response. */
 const char *aj_mcp_result_status(const json_t *response);
 
+/* What a response to tools/list is to the filter. Only two shapes are passed on: an error
+ * (nothing listed), and a result object whose tools are an array (filtered). Anything else
+ * (a result that is not an object, tools elsewhere or not an array, a result beside an
+ * error) lists no tool the filter could judge, and a client reading it loosely would take
+ * what it holds unfiltered: the relay answers the client with an error instead. */
+typedef enum {
+        AJ_MCP_LIST_TOOLS,    /* result.tools is an array: filter it */
+        AJ_MCP_LIST_ERROR,    /* an error and no result: pass it on */
+        AJ_MCP_LIST_UNJUDGED, /* neither: not passed on */
+} AjMcpListKind;
+
+AjMcpListKind aj_mcp_list_kind(const json_t *response);
+
 /* The tool names of a tools/list response's result.tools (borrowed; entries without a
- * string name are left out: the filter drops them). -E2BIG past AJ_MCP_MAX_TOOLS; 0 with
- * *ret_n = 0 when the response has no tools array (an error: nothing to filter). */
+ * string name are left out: the filter drops them). -E2BIG past AJ_MCP_MAX_TOOLS; -EPROTO
+ * when the response is not AJ_MCP_LIST_TOOLS. */
 int aj_mcp_list_names(const json_t *response, const char **names, size_t max, size_t *ret_n);
 
 /* The response with the tools `keep` says no to (and the entries without a name)
- * removed from result.tools, as a line (malloc'd). *ret_removed counts them. */
+ * removed from result.tools, as a line (malloc'd). *ret_removed counts them. NULL when
+ * out of memory or the response is not AJ_MCP_LIST_TOOLS (nothing judged is written). */
 char *aj_mcp_list_filter(json_t *response, bool (*keep)(void *userdata, const char *name), void *userdata,
                          size_t *ret_removed);

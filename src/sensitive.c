@@ -377,6 +377,21 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         for (char *const *f = src->profile_files; f && *f; f++)
                 if ((*f)[0] == '/' && (r = list_add(&l, *f, "the run's profile file", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
+        /* Under an eval, every case's profile files and fixture: a case's agent rewrote a later
+         * case's. */
+        for (const char *line = src->eval_inputs; line && *line;) {
+                const char *end = strchrnul(line, '\n');
+                if (line[0] == '/') {
+                        _cleanup_free_ char *f = strndup(line, (size_t)(end - line));
+                        if (!f)
+                                return -ENOMEM;
+                        r = list_add(&l, f, "agentjail eval's input (a case's profile or fixture)",
+                                     AJ_PLACE_AGENTJAIL_CODE, mi);
+                        if (r < 0)
+                                return r;
+                }
+                line = *end ? end + 1 : end;
+        }
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
                 if ((*d)[0] == '/' &&

@@ -126,10 +126,19 @@ typedef struct {
          * inside an eval case's dir when the eval replays); and the run's own workspace in
          * them (the run's cwd). NULL: none. */
         const char *eval_scratch, *replay_scratch, *eval_own;
+        /* Under `agentjail eval` (AJ_EVAL_INPUTS_ENV): the files every case's profile is
+         * loaded from and every case's fixture, one a line; NULL: none. */
+        const char *eval_inputs;
 } AjSensitiveSources;
 
 /* Set by `agentjail eval` for its cases' runs: the scratch root (docs/evals.md). */
 #define AJ_EVAL_SCRATCH_ENV "AGENTJAIL_EVAL_SCRATCH"
+/* Set by `agentjail eval` too: the files its cases' profiles are loaded from (extends chains
+ * included) and its cases' fixtures, one a line. Each case's run loads its profile, and its
+ * fixture is copied, when it starts, after the cases before it ran: an agent that could write
+ * another case's profile gave that case its own (an alert.exec run on the host as root), one
+ * that could write its fixture its starting state, so none of them is mounted writable. */
+#define AJ_EVAL_INPUTS_ENV "AGENTJAIL_EVAL_INPUTS"
 
 /* Builds the list: the fixed system and generic places, home directories, agentjail's
  * own places, each resolved (realpath of the longest existing prefix). With an empty

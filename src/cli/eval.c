@@ -705,6 +705,67 @@ static int resolve_profiles(AjEvalSuite *su, char ***ret_errors)
         return 0;
 }
 
+/* A path for protect_inputs()'s list, once. */
+static int push_input(char ***files, const char *path)
+{
+        if (aj_strv_contains(*files, path))
+                return 0;
+        return strchr(path, '\n') ? -EINVAL : aj_strv_push(files, path);
+}
+
+/* The files every case's profile is loaded from (its extends chain too) and every case's
+ * fixture, told to each case's run (AJ_EVAL_INPUTS_ENV), which refuses to mount any of them
+ * writable: a case's run loads its profile and gets its fixture's copy when it starts, after
+ * the cases before it, and an agent with a writable bind of another case's profile wrote it
+ * an alert.exec that ran on the host as root (of its fixture: its starting state). A profile
+ * that does not load here is left for its run to refuse. -1 when it cannot be told (said). */
+static int protect_inputs(const AjEvalSuite *su)
+{
+        _cleanup_(aj_strv_freep) char **files = NULL;
+        for (size_t i = 0; i < su->n_cases; i++) {
+                const AjEvalCase *c = &su->cases[i];
+                _cleanup_(aj_error_clear) AjError err = {};
+                AjProfile *p = NULL;
+                int r = c->fixture ? push_input(&files, c->fixture) : 0;
+                if (r >= 0 && c->profile && c->profile[0] == '/' && aj_profile_load_file(c->profile, &p, &err) >= 0) {
+                        for (char **f = p->files; r >= 0 && f && *f; f++)
+                                r = push_input(&files, *f);
+                        aj_profile_free(p);
+                }
+                if (r < 0) {
+                        cli_fail("eval", "cannot protect the profile and fixture of case '%s': %s", c->name,
+                                 r == -EINVAL ? "a path of them has a newline" : strerror(-r));
+                        return -1;
+                }
+        }
+        size_t len = 1;
+        for (char **f = files; f && *f; f++)
+                len += strlen(*f) + 1;
+        /* One environment string is at most 128 KiB (MAX_ARG_STRLEN): the runs would not start. */
+        if (len > 64 * 1024) {
+                cli_fail("eval",
+                         "the suite's profiles and fixtures are more files than eval can protect (%zu bytes "
+                         "of paths, at most 64 KiB)",
+                         len);
+                return -1;
+        }
+        _cleanup_free_ char *joined = malloc(len);
+        if (!joined) {
+                cli_fail("eval", "out of memory");
+                return -1;
+        }
+        joined[0] = 0;
+        for (char **f = files; f && *f; f++) {
+                strcat(joined, *f);
+                strcat(joined, "\n");
+        }
+        if (setenv(AJ_EVAL_INPUTS_ENV, joined, 1) < 0) {
+                cli_fail("eval", "cannot set %s: %s", AJ_EVAL_INPUTS_ENV, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
 /* agentjail's own binary, the paths, the runs there before, the results, the scratch
  * directory; -1 when one is missing (said). */
 static int eval_prepare(Eval *e)
@@ -739,6 +800,8 @@ static int eval_prepare(Eval *e)
                 cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
                 return -1;
         }
+        if (protect_inputs(e->suite) < 0)
+                return -1;
         for (size_t i = 0; i < e->suite->n_cases; i++)
                 e->results[i].exit_status = -1;
         return 0;

@@ -57,6 +57,29 @@ void mcp_reply_to_client(Relay *r, const json_t *id, int code, const char *messa
                 mcp_writer_add(r, &r->client_out, line);
 }
 
+/* Whether another tracked call (awaiting its verdict, or made and awaiting its result) has
+ * this broker call id. */
+static bool call_id_in_use(const Relay *r, const Pending *self, const char *call_id)
+{
+        for (size_t i = 0; i < MAX_PENDING; i++) {
+                const Pending *p = &r->pending[i];
+                if (p != self && (p->state == P_VERDICT || p->state == P_CALL) && streq(p->call_id, call_id))
+                        return true;
+        }
+        return false;
+}
+
+/* The call's broker id, never one a call still tracked has: the JSON-RPC ids 7 and "7" (two
+ * requests, both in flight) made the same mcp-PID-7, and so did a plain id "g4" and a
+ * generated one, and the broker took the second for the first (its result reported for the
+ * other call, the other's lost). A generated id instead, the next one free. */
+static void tool_call_id(Relay *r, Pending *p, const json_t *id)
+{
+        aj_mcp_call_id(getpid(), id, ++r->next_generated, p->call_id, sizeof(p->call_id));
+        while (call_id_in_use(r, p, p->call_id))
+                aj_mcp_call_id(getpid(), NULL, ++r->next_generated, p->call_id, sizeof(p->call_id));
+}
+
 /* ---- lines ---- */
 
 static void client_tool_call(Relay *r, AjMcpMsg *m)
@@ -75,7 +98,7 @@ static void client_tool_call(Relay *r, AjMcpMsg *m)
                                            "agentjail mcp: too many requests in flight; try again when some are answered");
         p->state = P_VERDICT;
         snprintf(p->tool, sizeof(p->tool), "%s", tool);
-        aj_mcp_call_id(getpid(), m->id, ++r->next_generated, p->call_id, sizeof(p->call_id));
+        tool_call_id(r, p, m->id);
         p->line = TAKE_PTR(m->line);
         snprintf(id, sizeof(id), "t:%zu:%u", (size_t)(p - r->pending), p->gen);
         json_t *req = json_pack("{s:s, s:s, s:s, s:O?}", AJ_BROKER_F_OP, AJ_BROKER_OP_TOOL, AJ_BROKER_F_TOOL_NAME, tool,
@@ -158,6 +181,20 @@ void mcp_on_client_line(Relay *r, const char *line, size_t len)
 
 static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
 {
+        switch (aj_mcp_list_kind(m->msg)) {
+        case AJ_MCP_LIST_ERROR: /* nothing listed, nothing to filter */
+                mcp_writer_add(r, &r->client_out, m->line);
+                return mcp_pending_free(p);
+        case AJ_MCP_LIST_UNJUDGED:
+                mcp_note("dropped from the server: a tools/list response with no tools array to filter");
+                mcp_reply_to_client(r, p->id, AJ_MCP_E_INTERNAL,
+                                    "agentjail mcp: the server's tools/list response has no tools array to filter "
+                                    "(a result that is not an object, its tools elsewhere or not an array, or a "
+                                    "result beside an error); it was not passed on");
+                return mcp_pending_free(p);
+        case AJ_MCP_LIST_TOOLS:
+                break;
+        }
         const char **names = calloc(AJ_MCP_MAX_TOOLS, sizeof(*names));
         size_t n = 0;
         int s = names ? aj_mcp_list_names(m->msg, names, AJ_MCP_MAX_TOOLS, &n) : -ENOMEM;
@@ -167,12 +204,6 @@ static void server_list_response(Relay *r, Pending *p, AjMcpMsg *m)
                                     s == -E2BIG
                                             ? "agentjail mcp: the server listed more tools than agentjail checks (1024)"
                                             : "agentjail mcp: out of memory");
-                return mcp_pending_free(p);
-        }
-        if (n == 0 && !json_object_get(json_object_get(m->msg, "result"), "tools")) {
-                /* An error or no tools array: nothing to filter. */
-                free(names);
-                mcp_writer_add(r, &r->client_out, m->line);
                 return mcp_pending_free(p);
         }
         p->state = P_CHECKING;

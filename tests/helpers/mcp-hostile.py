@@ -7,7 +7,11 @@
 # the official TypeScript SDK reads them as 1 and L), with a forged result and a denied
 # tool, then L itself, twice. "null-id": to a tools/list with id L, first answers with id
 # null, an error (JSON-RPC 2.0 section 5: it could not read an id) and a result listing a
-# denied tool, then L itself.
+# denied tool, then L itself. "shapes": to a tools/list with id K (0-4), a response listing
+# the denied write_file where the filter has no tools array to judge: K=0 under another
+# member of the result, 1 as an object keyed by index, 2 as a result that is an array,
+# 3 beside an error, 4 a page of a paginated list (nextCursor), and after each a
+# notifications/tools/list_changed.
 #
 # N (a number): the client. It runs `agentjail mcp` with "server", makes a call held for
 # approval, then asks for N listings at once, and says what came back: "lists=N
@@ -25,7 +29,16 @@ def answer(id, result):
     print(json.dumps({"jsonrpc": "2.0", "id": id, "result": result}), flush=True)
 
 
-if sys.argv[1] in ("server", "alias", "null-id"):
+SHAPES = [
+    {"result": {"items": [{"name": "write_file", "inputSchema": {}}]}},
+    {"result": {"tools": {"0": {"name": "write_file", "inputSchema": {}}}}},
+    {"result": [{"name": "write_file", "inputSchema": {}}]},
+    {"error": {"code": -1, "message": "no"}, "result": {"items": [{"name": "write_file", "inputSchema": {}}]}},
+    {"result": {"tools": [{"name": "write_file", "inputSchema": {}}, {"name": "kept", "inputSchema": {}}],
+                "nextCursor": "page-2"}},
+]
+
+if sys.argv[1] in ("server", "alias", "null-id", "shapes"):
     for line in sys.stdin:
         m = json.loads(line)
         if m.get("method") != "tools/list":
@@ -35,6 +48,10 @@ if sys.argv[1] in ("server", "alias", "null-id"):
             answer(str(m["id"]), {"tools": [{"name": "write_file", "inputSchema": {}}]})
             answer(m["id"], {"tools": [{"name": "kept", "inputSchema": {}}]})
             answer(m["id"], {"tools": [{"name": "write_file", "inputSchema": {}}]})
+            continue
+        if sys.argv[1] == "shapes":
+            print(json.dumps(dict({"jsonrpc": "2.0", "id": m["id"]}, **SHAPES[m["id"]])), flush=True)
+            print(json.dumps({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}), flush=True)
             continue
         if sys.argv[1] == "null-id":
             print(json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "unreadable id"}}),

@@ -422,6 +422,41 @@ like "$(row named)" '^named +pass ' "the operator's evalops (./profiles where ev
 like "$(row not-found)" '^not-found +error +[0-9.]+s +- +profile: profile "no-such-profile-here" not found' \
         "a profile found nowhere: the case is an error, never run" || eval_diag
 
+# ---- a case's run loads its profile, and its fixture is copied, when it starts, after the
+# cases before it: a case whose profile binds the directory of a later case's profile rw had
+# its agent write that profile (an alert.exec that ran on the host as root, the later case's
+# verdict), or a file of its extends chain, or the later case's fixture (its starting state).
+# Every case's profile files and fixture are refused as writable to every case's run.
+REPO=$TEST_TMP/prepo
+mkdir -p "$REPO/base" "$REPO/fx"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "the-operators"}}}' >"$REPO/base/chain.json"
+printf '%s\n' "{\"extends\": \"$REPO/base/chain.json\"}" >"$REPO/later.json"
+echo unsolved >"$REPO/fx/state.txt"
+PW=$(write_profile evalwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/base:/mnt/base\"]}}")
+PF=$(write_profile evalfxwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/fx:/mnt/fx\"]}}")
+cat >"$TEST_TMP/rewrite.json" <<EOF
+{ "cases": [
+    { "name": "writer", "profile": "$PW",
+      "command": ["sh", "-c", "echo '{\"extends\": \"default\", \"env\": {\"set\": {\"WHOSE\": \"planted\"}}}' >/mnt/base/chain.json"] },
+    { "name": "fxwriter", "profile": "$PF", "command": ["sh", "-c", "echo solved >/mnt/fx/state.txt"] },
+    { "name": "later", "profile": "$REPO/later.json", "fixture": "$REPO/fx",
+      "command": ["sh", "-c", "echo \"\$WHOSE\" > whose.txt"],
+      "expect": { "files": [ { "path": "whose.txt", "equals": "the-operators\n" },
+                             { "path": "state.txt", "equals": "unsolved\n" } ] } } ] }
+EOF
+eval_run "$TEST_TMP/rewrite.json" --json
+is "$(jq -r '.env.set.WHOSE' "$REPO/base/chain.json" 2>&1)" the-operators \
+        "a case's agent cannot rewrite a file of a later case's profile (its extends chain)" || eval_diag
+like "$(jq -r '"\(.cases[0].result) \(.cases[0].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$REPO/base': it contains '$REPO/base/chain.json'" \
+        "the case binding it rw is refused, saying why" || eval_diag
+like "$(jq -r '"\(.cases[1].result) \(.cases[1].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$REPO/fx': it is '$REPO/fx'" \
+        "a case binding a later case's fixture rw is refused too" || eval_diag
+is "$(cat "$REPO/fx/state.txt")" unsolved "the fixture is as the operator left it"
+is "$(jq -r '.cases[2].result' <<<"$EVAL_OUT" 2>&1)" pass "the later case runs under the operator's profile, from its fixture" ||
+        eval_diag
+
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"
 eval_run "$TEST_TMP/bad.json"

@@ -163,6 +163,38 @@ is "$(jq -c . <<<"$JAIL_OUT" | tr '\n' ' ')" \
         '{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"unreadable id"}} {"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"kept","inputSchema":{}}]}} ' \
         "a null-id error reaches the client, a null-id result does not" || diag "$JAIL_ERR"
 
+# A tools/list response the filter cannot judge (a result that is not an object, its tools
+# elsewhere or not an array, a result beside an error) is refused, not passed on
+# unfiltered; a page of a paginated list is filtered like any, and list_changed passes (the
+# client lists again, through the filter).
+run_jail -p "$P" -- /bin/sh -c '
+        mkfifo in; { for k in 0 1 2 3 4; do echo "{\"jsonrpc\":\"2.0\",\"id\":$k,\"method\":\"tools/list\"}"; done
+                     sleep 2; } >in &
+        timeout 2 agentjail mcp --name fs -- python3 mcp-hostile.py shapes <in; exit 0'
+unlike "$JAIL_OUT" 'write_file' "no shape of a tools/list response carries a denied tool past the filter" ||
+        diag "$JAIL_OUT"
+is "$(jq -r 'select(.id != null) | "\(.id) \(.error.code // (.result.tools | map(.name) | join(",")))"' <<<"$JAIL_OUT" |
+        tr '\n' ' ')" "0 -32603 1 -32603 2 -32603 3 -32603 4 kept " \
+        "shapes without a tools array to judge: -32603; the paginated page: filtered" || diag "$JAIL_OUT"
+like "$(jq -r 'select(.id == 0) | .error.message' <<<"$JAIL_OUT")" 'no tools array' "the error says why"
+is "$(jq -r '.method // empty' <<<"$JAIL_OUT" | grep -c '^notifications/tools/list_changed$')" 5 "list_changed notifications pass"
+
+# Each call in flight has a broker call id of its own: the ids 7 and "7" (both mcp-PID-7), a
+# plain "g4" and the generated fourth (mcp-PID-g4) would name one call to the broker twice,
+# which took the second for the first (one's result reported for the other).
+cat >"$WORKSPACE/ids.jsonl" <<'EOF'
+{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}
+{"jsonrpc":"2.0","id":"7","method":"tools/call","params":{"name":"read_file","arguments":{"path":"b"}}}
+{"jsonrpc":"2.0","id":"g4","method":"tools/call","params":{"name":"read_file","arguments":{"path":"c"}}}
+{"jsonrpc":"2.0","id":"a b","method":"tools/call","params":{"name":"read_file","arguments":{"path":"d"}}}
+EOF
+run_jail -p "$P" -- /bin/sh -c 'mkfifo in; { cat ids.jsonl; sleep 1; } >in &
+        agentjail mcp --name fs -- sh -c "cat >/dev/null" <in'
+IDS=$(events_of tool.request | jq -r '.["gen_ai.tool.call.id"]')
+is "$(wc -l <<<"$IDS") $(sort -u <<<"$IDS" | wc -l)" "4 4" "four calls in flight, four broker call ids" ||
+        diag "$IDS"
+like "$(head -1 <<<"$IDS")" '^mcp-[0-9]+-7$' "the first keeps mcp-PID-ID"
+
 # ------------------------------------------------- a real server and the official SDK client
 CACHE=${AGENTJAIL_BUILD_DIR:-$AGENTJAIL_SOURCE_DIR/build}/npm-mcp
 SERVER=$CACHE/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js

@@ -487,11 +487,10 @@ Test(mcp, tools_list_filtering)
                                "\"inputSchema\":{}},{\"name\":\"list_directory\"}],\"nextCursor\":\"c\"}}");
         json_decref(r);
 
-        /* An error, or a result without tools: nothing to check. */
+        /* An error: nothing listed, passed on as it is. */
         r = parse("{\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-1,\"message\":\"no\"}}");
-        n = 9;
-        cr_expect_eq(aj_mcp_list_names(r, names, 8, &n), 0);
-        cr_expect_eq(n, 0);
+        cr_expect_eq(aj_mcp_list_kind(r), AJ_MCP_LIST_ERROR);
+        cr_expect_eq(aj_mcp_list_names(r, names, 8, &n), -EPROTO);
         json_decref(r);
 
         /* A list longer than the relay checks is refused, not passed unfiltered. */
@@ -503,4 +502,32 @@ Test(mcp, tools_list_filtering)
         cr_expect_eq(aj_mcp_list_names(big, many, AJ_MCP_MAX_TOOLS + 1, &n), -E2BIG);
         free(many);
         json_decref(big);
+}
+
+/* A tools/list response whose tools the filter cannot judge is never passed on: not by
+ * the relay (AJ_MCP_LIST_UNJUDGED), and aj_mcp_list_filter() writes nothing for it. */
+Test(mcp, tools_list_unjudged_shapes)
+{
+        static const char *const unjudged[] = {
+                "{\"id\":1,\"result\":{\"items\":[{\"name\":\"write_file\"}]}}",       /* tools elsewhere */
+                "{\"id\":1,\"result\":{\"tools\":{\"0\":{\"name\":\"write_file\"}}}}", /* not an array */
+                "{\"id\":1,\"result\":[{\"name\":\"write_file\"}]}",                   /* not an object */
+                "{\"id\":1,\"result\":\"write_file\"}",
+                "{\"id\":1,\"result\":null}",
+                "{\"id\":1,\"error\":{\"code\":-1,\"message\":\"x\"},\"result\":{\"items\":[]}}",
+                "{\"id\":1,\"error\":null,\"result\":{\"tools\":[{\"name\":\"write_file\"}]}}",
+                "{\"id\":1}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(unjudged); i++) {
+                json_t *r = parse(unjudged[i]);
+                const char *names[4];
+                size_t n = 0, removed = 0;
+                cr_expect_eq(aj_mcp_list_kind(r), AJ_MCP_LIST_UNJUDGED, "%s", unjudged[i]);
+                cr_expect_eq(aj_mcp_list_names(r, names, 4, &n), -EPROTO, "%s", unjudged[i]);
+                cr_expect_null(aj_mcp_list_filter(r, keep_not_write, &(int){ 0 }, &removed), "%s", unjudged[i]);
+                json_decref(r);
+        }
+        json_t *r = parse("{\"id\":1,\"result\":{\"tools\":[],\"nextCursor\":\"c\"}}");
+        cr_expect_eq(aj_mcp_list_kind(r), AJ_MCP_LIST_TOOLS, "an empty page of a paginated list is a list");
+        json_decref(r);
 }

@@ -1049,6 +1049,29 @@ Test(mount, sensitive_list_resolves_symlinks_and_missing_tails, PURE)
         aj_sensitive_list_done(&l);
 }
 
+/* Under an eval, every case's profile files and fixture (AJ_EVAL_INPUTS_ENV, one a line) are
+ * agentjail's code to every case's run: a case's agent rewrote a later case's profile. */
+Test(mount, sensitive_eval_inputs, PURE)
+{
+        AjSensitiveList l = { 0 };
+        cr_assert_eq(mkdir(P("/repo"), 0755), 0);
+        char lines[2 * PATH_MAX + 16];
+        snprintf(lines, sizeof(lines), "%s\nrelative.json\n%s\n", P("/repo/later.json"), P("/repo/base/chain.json"));
+        AjSensitiveSources src = { .eval_inputs = lines };
+        cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
+        size_t found = 0;
+        for (size_t i = 0; i < l.n; i++)
+                if (l.items[i].rule == AJ_PLACE_AGENTJAIL_CODE && (streq(l.items[i].path, P("/repo/later.json")) ||
+                                                                   streq(l.items[i].path, P("/repo/base/chain.json"))))
+                        found++;
+        cr_expect_eq(found, 2, "each absolute line is a place (a relative one is not eval's)");
+        cr_expect_eq(aj_sensitive_check(P("/repo"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check(P("/repo/base"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check(P("/repo"), NULL, AJ_ACCESS_READ, &l, NULL, NULL), AJ_SENSITIVE_NONE,
+                     "read-only: the profiles are read, not written");
+        aj_sensitive_list_done(&l);
+}
+
 /* The shared lstat walk (the fast way) must give what the slow way (realpath, then an fd's
  * chain) gives, for every kind of path: symlinks relative and absolute, chained, to a
  * missing target, a file with a path below it, missing tails, a mount point, a bind
