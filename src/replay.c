@@ -10,9 +10,10 @@
 #include "util/macros.h"
 
 /* One chain read into what the diff compares: each object maps a subject to
- * {"verdict", "seq"} (subjects in the order they appeared: JSON objects keep it). */
+ * {"verdict", "seq"} (subjects in the order they appeared: JSON objects keep it). The
+ * command's exit status is a subject too: a replay that ends otherwise has changed. */
 typedef struct {
-        json_t *tools, *hosts, *syscalls, *caps, *models;
+        json_t *tools, *hosts, *syscalls, *caps, *models, *exits;
         json_t *by_call; /* tool call id -> subject */
         json_t *counts;  /* tool key -> occurrences so far */
         json_t *summary;
@@ -25,6 +26,7 @@ static void chain_done(Chain *c)
         json_decref(c->syscalls);
         json_decref(c->caps);
         json_decref(c->models);
+        json_decref(c->exits);
         json_decref(c->by_call);
         json_decref(c->counts);
         json_decref(c->summary);
@@ -148,12 +150,13 @@ static int read_chain(json_t *events, bool is_replay, Chain *c)
                       .syscalls = json_object(),
                       .caps = json_object(),
                       .models = json_object(),
+                      .exits = json_object(),
                       .by_call = json_object(),
                       .counts = json_object(),
                       .summary = json_pack("{s:n, s:n, s:i, s:i, s:i, s:f, s:i}", "run", "exit", "model_calls", 0,
                                            "input_tokens", 0, "output_tokens", 0, "cost_usd", 0.0, "tool_calls", 0) };
-        if (!c->tools || !c->hosts || !c->syscalls || !c->caps || !c->models || !c->by_call || !c->counts ||
-            !c->summary)
+        if (!c->tools || !c->hosts || !c->syscalls || !c->caps || !c->models || !c->exits || !c->by_call ||
+            !c->counts || !c->summary)
                 return -ENOMEM;
         size_t i;
         json_t *ev;
@@ -181,8 +184,14 @@ static int read_chain(json_t *events, bool is_replay, Chain *c)
                         r = on_llm_request(c, ev, is_replay);
                 else if (streq(type, "llm.response"))
                         on_llm_response(c, ev);
-                else if (streq(type, "run.exit"))
-                        json_object_set(c->summary, "exit", json_object_get(ev, "status"));
+                else if (streq(type, "run.exit")) {
+                        json_t *status = json_object_get(ev, "status");
+                        char verdict[24] = "?";
+                        if (json_is_integer(status))
+                                snprintf(verdict, sizeof(verdict), "%lld", (long long)json_integer_value(status));
+                        json_object_set(c->summary, "exit", status);
+                        r = set_verdict(c->exits, "the command's exit status", verdict, seq_of(ev), str(ev, "reason"));
+                }
                 if (r < 0)
                         return r;
         }
@@ -291,6 +300,8 @@ int aj_replay_diff(json_t *original, json_t *replay, json_t **ret)
                         r = compare(changes, "cap", a.caps, b.caps);
                 if (r >= 0)
                         r = compare(changes, "model_call", a.models, b.models);
+                if (r >= 0)
+                        r = compare(changes, "exit", a.exits, b.exits);
         }
         json_t *doc = NULL;
         if (r >= 0 && q >= 0 && changes)

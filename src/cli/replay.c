@@ -20,8 +20,8 @@
         "resolved profile) and the given caps, with the LLM gateway answering the agent from\n"         \
         "the recording (by request digest, then by position; no provider is contacted). A\n"            \
         "run through the gateway replays unless its llm.record was \"off\". Then print every verdict\n" \
-        "that changed (tool calls, hosts, syscalls, caps, model calls) and the tokens and cost\n"       \
-        "of both runs.\n"                                                                               \
+        "that changed (tool calls, hosts, syscalls, caps, model calls, the exit status) and the\n"      \
+        "tokens and cost of both runs.\n"                                                               \
         "-p, --profile: the profile to replay under.\n"                                                 \
         "--cap: a cap for the replay (as `run --cap`).\n"                                               \
         "--live: a request the recording lacks goes to the provider (default: a 502 and an\n"           \

@@ -64,12 +64,14 @@ PSTRICT=$(write_profile rpstrict '{"extends": "./rp.json", "tools": {"deny": ["W
 PHELD=$(write_profile rpheld '{"extends": "./rp.json", "approvals": {"tools": ["Write"]}}')
 PNONCE=$(write_profile rpnonce '{"extends": "./rp.json", "env": {"set": {"AGENT_NONCE": "1"}}}')
 PEXTRA=$(write_profile rpextra '{"extends": "./rp.json", "env": {"set": {"AGENT_EXTRA": "1"}}}')
+PEXIT=$(write_profile rpexit '{"extends": "./rp.json", "env": {"set": {"AGENT_EXIT": "3"}}}')
 PFULL=$(write_profile rpfull '{"extends": "./rp.json", "llm": {"record": "full"}}')
 POFF=$(write_profile rpoff '{"extends": "./rp.json", "llm": {"record": "off"}}')
 PRW=$(write_profile rprw '{"extends": "./rp.json", "filesystem": {"workspace": {"path": ".", "mode": "rw"}}}')
 
 # The agent: a streamed greeting, a scripted tool call (Bash, from the model), a Write
-# it decides itself, the tool's result back to the model; AGENT_EXTRA: one more request.
+# it decides itself, the tool's result back to the model; AGENT_EXTRA: one more request;
+# AGENT_EXIT: the status it ends with.
 cat >"$WORKSPACE/agent.py" <<'PY'
 import json, os, subprocess, time, urllib.request, urllib.error
 base = os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages"
@@ -108,6 +110,7 @@ print("final", st, json.loads(text)["content"][0]["text"])
 if os.environ.get("AGENT_EXTRA"):
     st, text = call({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "more"}]})
     print("extra", st, text)
+raise SystemExit(int(os.environ.get("AGENT_EXIT", "0")))
 PY
 chmod 644 "$WORKSPACE/agent.py"
 
@@ -189,6 +192,13 @@ replay "$ORIG" -p "$PSTRICT"
 is "$RC" 1 "the table: exit 1 too"
 like "$OUT" "1 verdict changed" "the table says how many verdicts changed"
 like "$OUT" "tool +Write [0-9a-f]+ +allow .* deny" "... and shows the call"
+
+# --- every verdict the same, but the command ends otherwise: that is a change too
+replay "$ORIG" -p "$PEXIT" --json
+is "$RC" 1 "a replay whose command ends with another status exits 1" || replay_diag
+is "$(jq -r '.changes | map("\(.kind) \(.before) \(.after)") | join(",")' <<<"$OUT")" "exit 0 3" \
+        "... its one change: the exit status, 0 -> 3"
+is "$(jq -r '.replay.exit' <<<"$OUT")" 3 "... as its summary says"
 
 # --- a recorded run as an eval case (agentjail eval's "run" source): the replay judged
 cat >"$T/suite.json" <<EOF

@@ -108,7 +108,7 @@ Test(replay_diff, tool_now_denied)
                                             "{\"seq\":8,\"type\":\"run.exit\",\"status\":1}]");
         cr_assert(json_is_true(json_object_get(d, "changed")));
         json_t *ch = json_object_get(d, "changes");
-        cr_assert_eq(json_array_size(ch), 1, "%zu changes", json_array_size(ch));
+        cr_assert_eq(json_array_size(ch), 2, "%zu changes", json_array_size(ch));
         json_t *c = json_array_get(ch, 0);
         cr_assert_str_eq(jstr(c, "kind"), "tool");
         cr_assert_str_eq(jstr(c, "subject"), "Write 222222222222");
@@ -116,7 +116,30 @@ Test(replay_diff, tool_now_denied)
         cr_assert_str_eq(jstr(c, "after"), "deny");
         cr_assert_eq(json_integer_value(json_object_get(c, "seq_after")), 6);
         cr_assert_str_eq(jstr(c, "reason"), "denied by tools.deny");
+        c = json_array_get(ch, 1);
+        cr_assert_str_eq(jstr(c, "kind"), "exit");
+        cr_assert_str_eq(jstr(c, "before"), "0");
+        cr_assert_str_eq(jstr(c, "after"), "1");
+        cr_assert_eq(json_integer_value(json_object_get(c, "seq_after")), 8);
         cr_assert_eq(json_integer_value(json_object_get(json_object_get(d, "replay"), "exit")), 1);
+        json_decref(d);
+}
+
+/* Every verdict the same but the command's exit status: the replay changed (a tool's
+ * result that differed when it ran again, say), and says so rather than "nothing changed". */
+Test(replay_diff, exit_status_alone_is_a_change)
+{
+        json_t *d = diff_of("[{\"seq\":1,\"type\":\"run.exit\",\"status\":0,\"reason\":\"exited\"}]",
+                            "[{\"seq\":1,\"type\":\"run.exit\",\"status\":137,\"reason\":\"signaled\"}]");
+        cr_assert(json_is_true(json_object_get(d, "changed")));
+        json_t *ch = json_object_get(d, "changes");
+        cr_assert_eq(json_array_size(ch), 1, "%zu changes", json_array_size(ch));
+        json_t *c = json_array_get(ch, 0);
+        cr_assert_str_eq(jstr(c, "kind"), "exit");
+        cr_assert_str_eq(jstr(c, "subject"), "the command's exit status");
+        cr_assert_str_eq(jstr(c, "before"), "0");
+        cr_assert_str_eq(jstr(c, "after"), "137");
+        cr_assert_str_eq(jstr(c, "reason"), "signaled");
         json_decref(d);
 }
 
