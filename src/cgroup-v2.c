@@ -444,14 +444,14 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
                 return 0;
         AjCgDir d = aj_cg_v2(cg);
         uint64_t v;
-        if (aj_cg_read_keyed(d, "cpu.stat", "usage_usec", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "cpu.stat", "usage_usec", &v) >= 0)
                 st->cpu_usage_usec = v;
-        if (aj_cg_read_keyed(d, "cgroup.events", "frozen", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "cgroup.events", "frozen", &v) >= 0)
                 st->frozen = v != 0;
         if (cg->mode != AJ_CGROUP_MODE_UNIFIED) {
                 /* No pids controller here: count the tasks instead. */
                 _cleanup_free_ char *t = NULL;
-                if (aj_cg_read(d, "cgroup.threads", &t) >= 0) {
+                if (aj_cg_counter(cg, d, "cgroup.threads", &t) >= 0) {
                         uint64_t n = 0;
                         for (const char *p = t; *p; p++)
                                 n += *p == '\n';
@@ -459,19 +459,19 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
                 }
                 return 0;
         }
-        if (aj_cg_read_u64(d, "memory.current", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "memory.current", &v) >= 0)
                 st->memory_current = v;
-        if (aj_cg_read_keyed(d, "memory.events", "oom_kill", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "memory.events", "oom_kill", &v) >= 0)
                 st->oom_kills = v;
-        if (aj_cg_read_keyed(d, "memory.events", "max", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "memory.events", "max", &v) >= 0)
                 st->memory_max_events = v;
-        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "memory.peak", &v) >= 0)
                 st->memory_peak = v;
         else
                 st->memory_peak = peak_fallback(cg, st);
-        if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "pids.current", &v) >= 0)
                 st->pids_current = v;
-        if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "pids.events", "max", &v) >= 0)
                 st->pids_max_events = v;
         return 0;
 }
