@@ -129,11 +129,19 @@ static int read_kept(int fd, char **ret)
         return 0;
 }
 
+static int kept_fd(const AjCgroup *cg, AjCgDir dir, const char *file)
+{
+        for (size_t i = 0; cg && dir.fd >= 0 && i < cg->n_kept; i++)
+                if (cg->kept[i].dfd == dir.fd && streq(cg->kept[i].file, file))
+                        return cg->kept[i].fd;
+        return -1;
+}
+
 int aj_cg_counter(AjCgroup *cg, AjCgDir dir, const char *file, char **ret)
 {
-        for (size_t i = 0; dir.fd >= 0 && i < cg->n_kept; i++)
-                if (cg->kept[i].dfd == dir.fd && streq(cg->kept[i].file, file))
-                        return cg->keeping ? -EAGAIN : read_kept(cg->kept[i].fd, ret);
+        int kept = kept_fd(cg, dir, file);
+        if (kept >= 0)
+                return cg->keeping ? -EAGAIN : read_kept(kept, ret);
         if (!cg->keeping || dir.fd < 0 || cg->n_kept == AJ_CG_KEPT_MAX || strlen(file) >= sizeof(cg->kept[0].file))
                 return cg->keeping ? -EAGAIN : aj_cg_read(dir, file, ret);
         int fd = aj_cg_open(dir, file, O_RDONLY | O_NOCTTY);
@@ -248,18 +256,18 @@ int aj_cg_ms_left(int64_t deadline)
         return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
-int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms)
+int aj_cg_wait_keyed(const AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms)
 {
-        _cleanup_close_ int fd = aj_cg_open(dir, file, O_RDONLY);
-        if (fd < 0)
-                return fd;
+        int kept = kept_fd(cg, dir, file);
+        _cleanup_close_ int opened = kept >= 0 ? -1 : aj_cg_open(dir, file, O_RDONLY);
+        if (kept < 0 && opened < 0)
+                return opened;
+        int fd = kept >= 0 ? kept : opened;
         int64_t start = aj_now_monotonic_ms(), deadline = start + timeout_ms;
         for (;;) {
                 /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
                 char buf[1024];
-                if (lseek(fd, 0, SEEK_SET) < 0)
-                        return -errno;
-                ssize_t n = read(fd, buf, sizeof(buf) - 1);
+                ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;

@@ -179,7 +179,8 @@ void aj_cg_rmdir_parent(const char *dir);
 /* Wait on a kernfs file (cgroup.events) until `key` reads `want`, POLLPRI. */
 /* What is left until `deadline` (CLOCK_MONOTONIC ms) as a timeout in ms: 0 once it passed. */
 int aj_cg_ms_left(int64_t deadline);
-int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms);
+/* Through cg's kept fd of the file when it has one (NULL: none). */
+int aj_cg_wait_keyed(const AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms);
 /* The pids in "<dir>/cgroup.procs". */
 int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n);
 /* Move pid into dir (writes cgroup.procs). */

@@ -383,7 +383,7 @@ static int v2_set_frozen(AjCgroup *cg, bool frozen)
         int r = aj_cg_write(aj_cg_v2(cg), "cgroup.freeze", frozen ? "1" : "0");
         if (r < 0)
                 return r;
-        r = aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+        r = aj_cg_wait_keyed(cg, aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
         /* A freeze that did not complete (a task in uninterruptible sleep never reached the
          * freezer) is undone (cgroup-internal.h): left asked for, the kernel would finish it
          * later, behind the back of a caller told it failed. */
@@ -412,7 +412,8 @@ static int v2_kill(AjCgroup *cg, int64_t deadline)
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }
-        return aj_cg_removed_is_empty(aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline)));
+        return aj_cg_removed_is_empty(
+                aj_cg_wait_keyed(cg, dir, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline)));
 }
 
 static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
@@ -517,7 +518,7 @@ static int v2_remove(AjCgroup *cg, int64_t deadline)
 {
         if (cg->have_v2) {
                 /* What is left was SIGKILLed (remove_all()): each wakes to its pending SIGKILL. */
-                (void)aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
+                (void)aj_cg_wait_keyed(cg, aj_cg_v2(cg), "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
                 int r = aj_cg_rmdir(cg->plan.v2_run, deadline);
                 if (r < 0)
                         return r;

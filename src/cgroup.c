@@ -178,7 +178,8 @@ static int remove_all(AjCgroup *cg, int timeout_ms)
                 cg->event_fd = -1;
         }
         unlock_v1(cg);
-        aj_cg_close_counters(cg); /* before the directories' fds that name them */
+        /* Before the directories' fds that name them (the v1 removal closes its). */
+        aj_cg_close_counters(cg);
         int q = aj_cgroup_v1_ops.remove(cg, deadline);
         if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
