@@ -72,12 +72,8 @@ int aj_cg_read(AjCgDir dir, const char *file, char **ret)
         return r < 0 ? r : aj_read_file_at(at.dfd, at.name, CG_FILE_MAX, ret, NULL);
 }
 
-int aj_cg_read_u64(AjCgDir dir, const char *file, uint64_t *ret)
+static int parse_u64(char *s, uint64_t *ret)
 {
-        _cleanup_free_ char *s = NULL;
-        int r = aj_cg_read(dir, file, &s);
-        if (r < 0)
-                return r;
         s[strcspn(s, "\n")] = 0;
         char *end = NULL;
         errno = 0;
@@ -88,13 +84,94 @@ int aj_cg_read_u64(AjCgDir dir, const char *file, uint64_t *ret)
         return 0;
 }
 
+int aj_cg_read_u64(AjCgDir dir, const char *file, uint64_t *ret)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_read(dir, file, &s);
+        return r < 0 ? r : parse_u64(s, ret);
+}
+
 int aj_cg_read_keyed(AjCgDir dir, const char *file, const char *key, uint64_t *ret)
 {
         _cleanup_free_ char *s = NULL;
         int r = aj_cg_read(dir, file, &s);
-        if (r < 0)
-                return r;
-        return aj_cgroup_parse_keyed(s, key, ret);
+        return r < 0 ? r : aj_cgroup_parse_keyed(s, key, ret);
+}
+
+/* A kept counter file, from its start. A cgroup file is a seq file that hands out its whole
+ * text (one record) in a read that has room for it: a short read is its end, and the read
+ * of the EOF that aj_read_fd() adds is not needed. */
+static int read_kept(int fd, char **ret)
+{
+        size_t cap = 4096, len = 0;
+        _cleanup_free_ char *buf = malloc(cap + 1);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                ssize_t n = pread(fd, buf + len, cap - len, (off_t)len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                len += (size_t)n;
+                if (len < cap)
+                        break;
+                if (cap >= CG_FILE_MAX)
+                        return -EFBIG;
+                char *grown = realloc(buf, cap * 2 + 1);
+                if (!grown)
+                        return -ENOMEM;
+                buf = grown;
+                cap *= 2;
+        }
+        buf[len] = 0;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+static int kept_fd(const AjCgroup *cg, AjCgDir dir, const char *file)
+{
+        for (size_t i = 0; cg && dir.fd >= 0 && i < cg->n_kept; i++)
+                if (cg->kept[i].dfd == dir.fd && streq(cg->kept[i].file, file))
+                        return cg->kept[i].fd;
+        return -1;
+}
+
+int aj_cg_counter(AjCgroup *cg, AjCgDir dir, const char *file, char **ret)
+{
+        int kept = kept_fd(cg, dir, file);
+        if (kept >= 0)
+                return cg->keeping ? -EAGAIN : read_kept(kept, ret);
+        if (!cg->keeping || dir.fd < 0 || cg->n_kept == AJ_CG_KEPT_MAX || strlen(file) >= sizeof(cg->kept[0].file))
+                return cg->keeping ? -EAGAIN : aj_cg_read(dir, file, ret);
+        int fd = aj_cg_open(dir, file, O_RDONLY | O_NOCTTY);
+        if (fd < 0)
+                return fd;
+        AjCgKept *k = &cg->kept[cg->n_kept++];
+        *k = (AjCgKept){ .dfd = dir.fd, .fd = fd };
+        strcpy(k->file, file);
+        return -EAGAIN;
+}
+
+int aj_cg_counter_u64(AjCgroup *cg, AjCgDir dir, const char *file, uint64_t *ret)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_counter(cg, dir, file, &s);
+        return r < 0 ? r : parse_u64(s, ret);
+}
+
+int aj_cg_counter_keyed(AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t *ret)
+{
+        _cleanup_free_ char *s = NULL;
+        int r = aj_cg_counter(cg, dir, file, &s);
+        return r < 0 ? r : aj_cgroup_parse_keyed(s, key, ret);
+}
+
+void aj_cg_close_counters(AjCgroup *cg)
+{
+        for (size_t i = 0; i < cg->n_kept; i++)
+                close(cg->kept[i].fd);
+        cg->n_kept = 0;
 }
 
 int aj_cg_write(AjCgDir dir, const char *file, const char *text)
@@ -179,18 +256,18 @@ int aj_cg_ms_left(int64_t deadline)
         return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
-int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms)
+int aj_cg_wait_keyed(const AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms)
 {
-        _cleanup_close_ int fd = aj_cg_open(dir, file, O_RDONLY);
-        if (fd < 0)
-                return fd;
+        int kept = kept_fd(cg, dir, file);
+        _cleanup_close_ int opened = kept >= 0 ? -1 : aj_cg_open(dir, file, O_RDONLY);
+        if (kept < 0 && opened < 0)
+                return opened;
+        int fd = kept >= 0 ? kept : opened;
         int64_t start = aj_now_monotonic_ms(), deadline = start + timeout_ms;
         for (;;) {
                 /* Reading re-arms kernfs' POLLPRI: read first, then poll. */
                 char buf[1024];
-                if (lseek(fd, 0, SEEK_SET) < 0)
-                        return -errno;
-                ssize_t n = read(fd, buf, sizeof(buf) - 1);
+                ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;

@@ -82,6 +82,14 @@ void aj_cgroup_plan_done(AjCgroupPlan *p);
 int aj_cgroup_plan_paths(const AjCgroupLayout *layout, const char *run_id, bool with_v2, const char *v2_base,
                          char *const *v1_base, unsigned v1_mask, AjCgroupPlan *ret);
 
+/* A counter file kept open: its directory's fd (aj_cg_v1(), aj_cg_v2()) and name. */
+#define AJ_CG_KEPT_MAX 16
+typedef struct {
+        int dfd;
+        char file[32];
+        int fd;
+} AjCgKept;
+
 struct AjCgroup {
         AjCgroupMode mode;
         char *run_id;
@@ -106,6 +114,11 @@ struct AjCgroup {
         bool pending_allow_degraded;
         /* v2 without memory.peak (before Linux 5.19): the largest usage seen so far */
         uint64_t v2_peak_seen;
+        /* The counter files aj_cgroup_stats() reads, kept open by aj_cgroup_keep_counters()
+         * until the removal; `keeping` while it opens them. */
+        AjCgKept kept[AJ_CG_KEPT_MAX];
+        size_t n_kept;
+        bool keeping;
         /* Rootless on pure v2: the delegated cgroup we started in, and the leaf
          * "<v2_parent>/<run_id>.supervisor" that our processes moved to so that it
          * could enable controllers (cgroup-v2.c, leave_base()); NULL otherwise. */
@@ -152,6 +165,12 @@ int aj_cg_mkdir_run(const char *parent, const char *run);
 /* An fd of `dir` locked (flock `how`, LOCK_SH or LOCK_EX) without waiting: -EBUSY when held
  * in a conflicting mode (cgroup.h aj_cgroup_claim). */
 int aj_cg_lock_dir(const char *dir, int how, int *ret_fd);
+/* A counter of aj_cgroup_stats(): through its kept fd when there is one (read again from its
+ * start); else opened, and kept while cg->keeping (then -EAGAIN: not read). */
+int aj_cg_counter(AjCgroup *cg, AjCgDir dir, const char *file, char **ret);
+int aj_cg_counter_u64(AjCgroup *cg, AjCgDir dir, const char *file, uint64_t *ret);
+int aj_cg_counter_keyed(AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t *ret);
+void aj_cg_close_counters(AjCgroup *cg);
 /* rmdir, retrying on EBUSY (a task still on its way out; v1 offlining) until `deadline`
  * (CLOCK_MONOTONIC ms), and for at least ~1 s. */
 int aj_cg_rmdir(const char *dir, int64_t deadline);
@@ -160,7 +179,8 @@ void aj_cg_rmdir_parent(const char *dir);
 /* Wait on a kernfs file (cgroup.events) until `key` reads `want`, POLLPRI. */
 /* What is left until `deadline` (CLOCK_MONOTONIC ms) as a timeout in ms: 0 once it passed. */
 int aj_cg_ms_left(int64_t deadline);
-int aj_cg_wait_keyed(AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms);
+/* Through cg's kept fd of the file when it has one (NULL: none). */
+int aj_cg_wait_keyed(const AjCgroup *cg, AjCgDir dir, const char *file, const char *key, uint64_t want, int timeout_ms);
 /* The pids in "<dir>/cgroup.procs". */
 int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n);
 /* Move pid into dir (writes cgroup.procs). */

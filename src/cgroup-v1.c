@@ -304,34 +304,35 @@ static int v1_stats(AjCgroup *cg, AjCgroupStats *st)
         uint64_t v;
         if (cg->have_v1[AJ_CG_V1_MEMORY]) {
                 AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_MEMORY);
-                if (aj_cg_read_u64(d, "memory.usage_in_bytes", &v) >= 0)
+                if (aj_cg_counter_u64(cg, d, "memory.usage_in_bytes", &v) >= 0)
                         st->memory_current = v;
-                if (aj_cg_read_u64(d, "memory.max_usage_in_bytes", &v) >= 0)
+                if (aj_cg_counter_u64(cg, d, "memory.max_usage_in_bytes", &v) >= 0)
                         st->memory_peak = v;
-                if (aj_cg_read_keyed(d, "memory.oom_control", "oom_kill", &v) >= 0)
+                if (aj_cg_counter_keyed(cg, d, "memory.oom_control", "oom_kill", &v) >= 0)
                         st->oom_kills = v;
                 /* Some kernels (seen on 6.18) leave failcnt at 0 even when the
                  * limit forced an OOM kill; every OOM kill is a limit hit, so
                  * the kill count is a lower bound. */
                 uint64_t hits = st->oom_kills;
-                if (aj_cg_read_u64(d, "memory.failcnt", &v) >= 0 && v > hits)
+                if (aj_cg_counter_u64(cg, d, "memory.failcnt", &v) >= 0 && v > hits)
                         hits = v;
-                if (aj_cg_read_u64(d, "memory.memsw.failcnt", &v) >= 0 && v > hits)
+                if (aj_cg_counter_u64(cg, d, "memory.memsw.failcnt", &v) >= 0 && v > hits)
                         hits = v;
                 st->memory_max_events = hits;
         }
         if (cg->have_v1[AJ_CG_V1_PIDS]) {
                 AjCgDir d = aj_cg_v1(cg, AJ_CG_V1_PIDS);
-                if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
+                if (aj_cg_counter_u64(cg, d, "pids.current", &v) >= 0)
                         st->pids_current = v;
-                if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
+                if (aj_cg_counter_keyed(cg, d, "pids.events", "max", &v) >= 0)
                         st->pids_max_events = v;
         }
-        if (cg->have_v1[AJ_CG_V1_CPUACCT] && aj_cg_read_u64(aj_cg_v1(cg, AJ_CG_V1_CPUACCT), "cpuacct.usage", &v) >= 0)
+        if (cg->have_v1[AJ_CG_V1_CPUACCT] &&
+            aj_cg_counter_u64(cg, aj_cg_v1(cg, AJ_CG_V1_CPUACCT), "cpuacct.usage", &v) >= 0)
                 st->cpu_usage_usec = v / 1000;
         if (cg->have_v1[AJ_CG_V1_FREEZER] && !cg->have_v2) {
                 _cleanup_free_ char *s = NULL;
-                if (aj_cg_read(aj_cg_v1(cg, AJ_CG_V1_FREEZER), "freezer.state", &s) >= 0)
+                if (aj_cg_counter(cg, aj_cg_v1(cg, AJ_CG_V1_FREEZER), "freezer.state", &s) >= 0)
                         st->frozen = strncmp(s, "FROZEN", 6) == 0;
         }
         return 0;

@@ -383,7 +383,7 @@ static int v2_set_frozen(AjCgroup *cg, bool frozen)
         int r = aj_cg_write(aj_cg_v2(cg), "cgroup.freeze", frozen ? "1" : "0");
         if (r < 0)
                 return r;
-        r = aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
+        r = aj_cg_wait_keyed(cg, aj_cg_v2(cg), "cgroup.events", "frozen", frozen ? 1 : 0, AJ_CG_WAIT_MS);
         /* A freeze that did not complete (a task in uninterruptible sleep never reached the
          * freezer) is undone (cgroup-internal.h): left asked for, the kernel would finish it
          * later, behind the back of a caller told it failed. */
@@ -412,7 +412,8 @@ static int v2_kill(AjCgroup *cg, int64_t deadline)
                 if (frozen)
                         (void)v2_set_frozen(cg, false);
         }
-        return aj_cg_removed_is_empty(aj_cg_wait_keyed(dir, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline)));
+        return aj_cg_removed_is_empty(
+                aj_cg_wait_keyed(cg, dir, "cgroup.events", "populated", 0, aj_cg_ms_left(deadline)));
 }
 
 static int v2_pids(AjCgroup *cg, pid_t **ret, size_t *ret_n)
@@ -444,14 +445,14 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
                 return 0;
         AjCgDir d = aj_cg_v2(cg);
         uint64_t v;
-        if (aj_cg_read_keyed(d, "cpu.stat", "usage_usec", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "cpu.stat", "usage_usec", &v) >= 0)
                 st->cpu_usage_usec = v;
-        if (aj_cg_read_keyed(d, "cgroup.events", "frozen", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "cgroup.events", "frozen", &v) >= 0)
                 st->frozen = v != 0;
         if (cg->mode != AJ_CGROUP_MODE_UNIFIED) {
                 /* No pids controller here: count the tasks instead. */
                 _cleanup_free_ char *t = NULL;
-                if (aj_cg_read(d, "cgroup.threads", &t) >= 0) {
+                if (aj_cg_counter(cg, d, "cgroup.threads", &t) >= 0) {
                         uint64_t n = 0;
                         for (const char *p = t; *p; p++)
                                 n += *p == '\n';
@@ -459,19 +460,19 @@ static int v2_stats(AjCgroup *cg, AjCgroupStats *st)
                 }
                 return 0;
         }
-        if (aj_cg_read_u64(d, "memory.current", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "memory.current", &v) >= 0)
                 st->memory_current = v;
-        if (aj_cg_read_keyed(d, "memory.events", "oom_kill", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "memory.events", "oom_kill", &v) >= 0)
                 st->oom_kills = v;
-        if (aj_cg_read_keyed(d, "memory.events", "max", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "memory.events", "max", &v) >= 0)
                 st->memory_max_events = v;
-        if (aj_cg_read_u64(d, "memory.peak", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "memory.peak", &v) >= 0)
                 st->memory_peak = v;
         else
                 st->memory_peak = peak_fallback(cg, st);
-        if (aj_cg_read_u64(d, "pids.current", &v) >= 0)
+        if (aj_cg_counter_u64(cg, d, "pids.current", &v) >= 0)
                 st->pids_current = v;
-        if (aj_cg_read_keyed(d, "pids.events", "max", &v) >= 0)
+        if (aj_cg_counter_keyed(cg, d, "pids.events", "max", &v) >= 0)
                 st->pids_max_events = v;
         return 0;
 }
@@ -517,7 +518,7 @@ static int v2_remove(AjCgroup *cg, int64_t deadline)
 {
         if (cg->have_v2) {
                 /* What is left was SIGKILLed (remove_all()): each wakes to its pending SIGKILL. */
-                (void)aj_cg_wait_keyed(aj_cg_v2(cg), "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
+                (void)aj_cg_wait_keyed(cg, aj_cg_v2(cg), "cgroup.events", "populated", 0, aj_cg_ms_left(deadline));
                 int r = aj_cg_rmdir(cg->plan.v2_run, deadline);
                 if (r < 0)
                         return r;

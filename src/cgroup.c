@@ -69,6 +69,7 @@ void aj_cgroup_free(AjCgroup *cg)
         unlock_v1(cg);
         if (cg->event_fd >= 0)
                 close(cg->event_fd);
+        aj_cg_close_counters(cg);
         aj_cgroup_plan_done(&cg->plan);
         aj_strv_free(cg->paths);
         free(cg->v2_base);
@@ -177,6 +178,8 @@ static int remove_all(AjCgroup *cg, int timeout_ms)
                 cg->event_fd = -1;
         }
         unlock_v1(cg);
+        /* Before the directories' fds that name them (the v1 removal closes its). */
+        aj_cg_close_counters(cg);
         int q = aj_cgroup_v1_ops.remove(cg, deadline);
         if (q < 0 && (r >= 0 || r == -ETIMEDOUT))
                 r = q;
@@ -553,6 +556,19 @@ int aj_cgroup_pids(AjCgroup *cg, pid_t **ret_pids, size_t *ret_n)
         if (cg->have_v2)
                 return aj_cgroup_v2_ops.pids(cg, ret_pids, ret_n);
         return aj_cgroup_v1_ops.pids(cg, ret_pids, ret_n);
+}
+
+int aj_cgroup_keep_counters(AjCgroup *cg)
+{
+        if (!cg)
+                return -EINVAL;
+        /* The stats' own reads, each opening its file and keeping it instead (nothing read). */
+        AjCgroupStats st = { 0 };
+        cg->keeping = true;
+        (void)aj_cgroup_v2_ops.stats(cg, &st);
+        (void)aj_cgroup_v1_ops.stats(cg, &st);
+        cg->keeping = false;
+        return (int)cg->n_kept;
 }
 
 int aj_cgroup_stats(AjCgroup *cg, AjCgroupStats *ret)

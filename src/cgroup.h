@@ -110,6 +110,11 @@ int aj_cgroup_freeze(AjCgroup *cg); /* returns once the kernel reports it frozen
 int aj_cgroup_thaw(AjCgroup *cg);
 int aj_cgroup_kill(AjCgroup *cg); /* SIGKILL to every process, cgroup.kill where it works */
 int aj_cgroup_stats(AjCgroup *cg, AjCgroupStats *ret);
+/* Opens the counter files aj_cgroup_stats() reads and keeps them until the cgroup's removal:
+ * each later call reads them through these fds (one read each, where an open, two reads and
+ * a close were). A run calls it once its command runs, off the command's way, so that its
+ * end reads run.exit's usage at that price. How many were kept. */
+int aj_cgroup_keep_counters(AjCgroup *cg);
 int aj_cgroup_pids(AjCgroup *cg, pid_t **ret_pids, size_t *ret_n);
 
 /* An fd that becomes readable (EPOLLIN or EPOLLPRI) when OOM / pids.max

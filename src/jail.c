@@ -488,6 +488,16 @@ static void reap_idmap_holder(Run *run)
         run->idmap_holder = 0;
 }
 
+/* run.exit's usage is read at the run's end, on the way from the command's exit to agentjail's:
+ * its counter files opened now, while the command runs, are read there without an open and a
+ * close each (cgroup.h aj_cgroup_keep_counters). Not kept (fds short), they are opened then. */
+static int keep_cgroup_counters(Run *run)
+{
+        if (run->cgroup)
+                (void)aj_cgroup_keep_counters(run->cgroup);
+        return 0;
+}
+
 static int start_workspace_digest(Run *run)
 {
         const AjProfile *p = run->profile;
@@ -537,7 +547,8 @@ static const Step steps[] = {
         { "loop started", start_loop, NULL },
         { NULL, aj_run_reserve_llm_addresses, NULL }, /* traces itself: a gateway's runs only */
         { "command let run", let_command_run, NULL },
-        { NULL, start_workspace_digest, NULL }, /* after the command: never on its way */
+        { NULL, keep_cgroup_counters, NULL },   /* after the command: never on its way */
+        { NULL, start_workspace_digest, NULL }, /* the same */
 };
 
 /* ---- supervising, and the outcome ---------------------------------------------------- */

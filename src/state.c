@@ -320,27 +320,31 @@ int aj_root_mountpoint(const AjPaths *paths, char **ret)
         return 0;
 }
 
+/* rmdir of DIR[/SUB] (SUB NULL: DIR itself); when it is not empty, the socket LEFT in it
+ * (a run that did not get to its services' end) unlinked by name and the rmdir tried again. */
+static int rmdir_known(const char *dir, const char *sub, const char *left)
+{
+        char path[4096], sock[4096 + 32];
+        snprintf(path, sizeof(path), "%s%s%s", dir, sub ? "/" : "", sub ?: "");
+        if (rmdir(path) == 0 || errno == ENOENT)
+                return 0;
+        if (errno != ENOTEMPTY && errno != EEXIST)
+                return -errno;
+        snprintf(sock, sizeof(sock), "%s/%s", path, left);
+        if (unlink(sock) < 0 && errno != ENOENT)
+                return -errno;
+        return rmdir(path) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
 int aj_runtime_dir_remove(const char *dir)
 {
         if (!dir)
                 return 0;
-        /* What a run leaves there is known: remove it by name, children first, and walk the
-         * tree only if something else turned up. */
-        static const struct {
-                const char *name;
-                bool dir;
-        } known[] = {
-                { "jail/broker.sock", false },
-                { "jail", true },
-                { "control.sock", false },
-        };
-        char path[4096];
-        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-                snprintf(path, sizeof(path), "%s/%s", dir, known[i].name);
-                if ((known[i].dir ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT)
-                        return aj_rm_rf(dir);
-        }
-        if (rmdir(dir) == 0 || errno == ENOENT)
-                return 0;
-        return aj_rm_rf(dir);
+        /* What a run leaves there is known: the directories, whose sockets the run's services
+         * unlinked at their end (tried first: no unlink of what is gone, on every run's way
+         * out), else those sockets by name; the tree is walked only if something else turned
+         * up. */
+        if (rmdir_known(dir, "jail", "broker.sock") < 0 || rmdir_known(dir, NULL, "control.sock") < 0)
+                return aj_rm_rf(dir);
+        return 0;
 }

@@ -939,8 +939,8 @@ static void fork_and_sleep(void *arg)
         pause();
 }
 
-/* How many of this process's fds are open on one of `paths`. */
-static size_t fds_on(char *const *paths)
+/* How many of this process's fds are open on one of `paths` (below: on a file in one). */
+static size_t fds_at(char *const *paths, bool below)
 {
         DIR *d = opendir("/proc/self/fd");
         cr_assert_not_null(d);
@@ -952,12 +952,16 @@ static size_t fds_on(char *const *paths)
                 if (l <= 0)
                         continue;
                 target[l] = 0;
-                for (char *const *p = paths; *p; p++)
-                        n += streq(target, *p);
+                for (char *const *p = paths; *p; p++) {
+                        size_t len = strlen(*p);
+                        n += below ? strncmp(target, *p, len) == 0 && target[len] == '/' : streq(target, *p);
+                }
         }
         closedir(d);
         return n;
 }
+
+static size_t fds_on(char *const *paths) { return fds_at(paths, false); }
 
 /* Each of the run's directories is held by an fd its files are opened relative to, from its
  * creation to its removal, and none is left after. */
@@ -1002,6 +1006,41 @@ Test(cgroup_live, kill_and_destroy_remove_everything)
         for (char **p = paths; *p; p++)
                 cr_assert(stat(*p, &s) < 0 && errno == ENOENT, "%s still exists", *p);
         cr_expect_eq(fds_on(paths), 0, "an fd of a removed directory is left open");
+        aj_strv_free(paths);
+}
+
+/* The counters kept open (a run keeps them once its command runs) are read through their fds
+ * from then on, each time what it counts now, no file opened again; they go with the removal. */
+Test(cgroup_live, kept_counters_read_now_and_go_with_the_removal)
+{
+        live_create("keep", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64 });
+        char **paths = aj_strv_copy(aj_cgroup_paths(live_cg));
+        cr_assert_eq(fds_at(paths, true), 0);
+        int kept = aj_cgroup_keep_counters(live_cg);
+        cr_assert_geq(kept, 3, "kept %d", kept); /* cpu usage, pids.current, pids.events at least */
+        cr_assert_eq(fds_at(paths, true), (size_t)kept);
+        AjCgroupStats st;
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert_eq(st.pids_current, 0);
+        int go;
+        pid_t pid = spawn_waiting(fork_and_sleep, NULL, &go);
+        attach_and_go(pid, go);
+        for (int tries = 0; tries < 15000 && st.pids_current < 2; tries++) { /* 30 s at most */
+                sleep_ms(2);
+                cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        }
+        cr_assert_eq(st.pids_current, 2, "a kept counter read what it counted before");
+        /* The two forks' CPU: cpu.stat (v2, both kinds of host) read again, not at its end. */
+        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
+        cr_assert_gt(st.cpu_usage_usec, 0, "a kept counter read at its end");
+        cr_assert_eq(fds_at(paths, true), (size_t)kept, "the stats opened files of their own");
+        AjCgroup *cg = live_cg;
+        live_cg = NULL;
+        cr_assert_eq(aj_cgroup_destroy(cg), 0);
+        int status;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        forget_child(pid);
+        cr_expect_eq(fds_at(paths, true), 0, "a kept counter is left open after the removal");
         aj_strv_free(paths);
 }
 

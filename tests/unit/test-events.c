@@ -324,6 +324,18 @@ Test(state, run_and_runtime_dirs)
         cr_assert_eq(aj_write_file_atomic(path, "x", 1, 0600), 0);
         cr_assert_eq(aj_runtime_dir_remove(rt), 0);
         cr_assert_neq(access(rt, F_OK), 0);
+        /* A run that did not get to its services' end: its sockets are still there, and go by
+         * name (the directories tried first find them not empty). */
+        cr_assert_eq(mkdir(rt, 0700), 0);
+        snprintf(path, sizeof(path), "%s/jail", rt);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        static const char *const socks[] = { "jail/broker.sock", "control.sock" };
+        for (size_t i = 0; i < 2; i++) {
+                snprintf(path, sizeof(path), "%s/%s", rt, socks[i]);
+                cr_assert_eq(aj_write_file_atomic(path, "", 0, 0600), 0);
+        }
+        cr_assert_eq(aj_runtime_dir_remove(rt), 0);
+        cr_assert_neq(access(rt, F_OK), 0);
         free(mp);
         free(run_dir);
         free(rt);

@@ -192,6 +192,32 @@ Test(fd, rm_rf_removes_the_top_only_while_it_is_that_directory)
         cr_assert_eq(rmdir(root), 0);
 }
 
+/* What has aj_write_file_atomic's temporary name (a symlink someone put there, a FIFO, a
+ * writer of this pid that died before its rename) is replaced, never written through or
+ * waited on; and the file is written with nothing there too (its first open, no unlink). */
+Test(fd, write_file_atomic_replaces_what_has_its_temporary_name, .timeout = 10)
+{
+        char root[] = "/tmp/aj-atomic-XXXXXX", path[256], tmp[512], victim[256];
+        cr_assert_not_null(mkdtemp(root));
+        snprintf(path, sizeof(path), "%s/run.json", root);
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+        snprintf(victim, sizeof(victim), "%s/victim", root);
+        cr_assert_eq(aj_write_file_atomic(path, "one", 3, 0640), 0);
+        cr_assert_eq(symlink(victim, tmp), 0);
+        cr_assert_eq(aj_write_file_atomic(path, "two", 3, 0640), 0);
+        struct stat st;
+        cr_assert_eq(lstat(victim, &st), -1, "written through the symlink");
+        cr_assert_eq(mkfifo(tmp, 0600), 0);
+        cr_assert_eq(aj_write_file_atomic(path, "three", 5, 0640), 0);
+        char *text = NULL;
+        cr_assert_eq(aj_read_file(path, 64, &text, NULL), 0);
+        cr_assert_str_eq(text, "three");
+        free(text);
+        cr_assert_eq(lstat(tmp, &st), -1, "the temporary name is left");
+        cr_assert_eq(unlink(path), 0);
+        cr_assert_eq(rmdir(root), 0);
+}
+
 /* A scratch root (eval's, replay's) is made in its held parent, 0700, named PREFIX.XXXXXX,
  * and used through its fd: its name swapped for a symlink to another directory, what is made
  * in it lands in the root made, nothing where the symlink points, and its removal empties the
