@@ -939,13 +939,16 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (cs->reserved) {
                 AjMeterUsage m;
                 measured_usage(cs, &m);
-                /* The agent left and the relay stopped reading, or the call asked for a
-                 * background response (no cap is set, else it was refused), or its answer was
-                 * only an acknowledgment (no answer, no usage: fetched later): the provider may
-                 * go on generating what it was asked for, billed but never seen. Such a call
-                 * is charged its worst case. */
+                /* The response was not read to its end after the provider had the request
+                 * (the agent left, the stream was cut, the provider went silent while the
+                 * agent did not read, the run was killed with the call in flight), or the call
+                 * asked for a background response (no cap is set, else it was refused), or its
+                 * answer was only an acknowledgment (no answer, no usage: fetched later): the
+                 * provider may go on generating what it was asked for, billed but never seen.
+                 * Such a call is charged its worst case. */
                 const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
-                if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background || u->acknowledged) {
+                bool unread = call->forwarded && outcome != AJ_GATEWAY_COMPLETED;
+                if (unread || u->background || u->acknowledged) {
                         charged_worst = m.input < cs->worst.input || m.output < cs->worst.output ||
                                         m.web_searches < cs->worst.web_searches || !tools_within(&cs->worst, &m);
                         m.input = max_u64(m.input, cs->worst.input);

@@ -242,6 +242,22 @@ is "$(($(records) - n0))" 0 "frozen: the model calls sent behind the breaching o
 aj kill "${RDF##*/}"
 wait_exit "$BG_PID" 20
 
+# --- a call in flight when the run is frozen, then killed: the provider had the request and
+# may bill all it asked for, though its response was never read to the end: charged its
+# worst case (the reservation), as when the agent leaves (the provider holds the last events
+# until $T/go exists, which it never does here)
+start_jail_bg -p "$P" --cap tokens=100000 -- /bin/sh -c 'python3 client.py anthropic stream wait-go; sleep 30'
+RDF=$(wait_run_dir 10)
+wait_for_output "$RDF/events.jsonl" '"type":"llm.request"' 20
+sleep 0.5
+aj freeze "${RDF##*/}"
+aj kill "${RDF##*/}"
+wait_exit "$BG_PID" 20
+RS=$(jq -c 'select(.type == "llm.response")' "$RDF/events.jsonl")
+is "$(jq -r .relay <<<"$RS")" failed "a call in flight when the frozen run is killed: its relay failed"
+is "$(jq -r .charged <<<"$RS")" worst_case "... and it is charged its worst case" || diag "$RS"
+cmp_num "$(jq -r .meters.output_tokens.used "$RDF/run.json")" -ge 10 "... its output limit (10) is used in run.json"
+
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
 start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'

@@ -71,6 +71,8 @@ static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr
         *v = (AjGatewayVerdict){};
         AjGatewayRequest req = { .body = body, .body_len = strlen(body) };
         f->obs.on_request(f->obs.userdata, call, &req, v);
+        /* Allowed: the relay sends it to the provider whole. */
+        call->forwarded = !v->status && !v->response;
 }
 
 /* A request the gateway refuses before it goes: `status`, its message saying `says` (NULL:
@@ -218,6 +220,39 @@ Test(supervisor_llm, agent_left_before_the_answer_is_charged_its_worst_case)
         cr_assert_not_null(rs);
         cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "cut_short");
         cr_expect_str_eq(json_string_value(json_object_get(rs, "charged")), "worst_case");
+        teardown(&f);
+}
+
+/* The provider had the request and the response was not read to its end, the agent still
+ * there: the provider went silent while the agent did not read (the relay's response timeout),
+ * or the run was killed while frozen with the call in flight. The provider may have generated
+ * (and billed) all it was asked for: charged the reservation, as when the agent leaves. A call
+ * that failed before its request went whole (the provider unreachable) is charged what it measured (its prompt's estimate). */
+Test(supervisor_llm, a_forwarded_call_not_read_to_its_end_is_charged_its_worst_case)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_int_t reserved = json_integer_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+        cr_assert_gt(reserved, 10);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 1000);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), (uint64_t)reserved, "charged the reservation");
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "failed");
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "charged")), "worst_case");
+
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        call.forwarded = false; /* failed connecting */
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 1000);
+        cr_expect_lt(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), 2 * (uint64_t)reserved,
+                     "never sent: its prompt estimate only, not its output limit");
+        cr_expect_null(json_object_get(last_event("llm.response"), "charged"));
         teardown(&f);
 }
 
