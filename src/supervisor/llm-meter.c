@@ -355,19 +355,30 @@ static bool long_context_beta(const AjGatewayRequest *req)
         return false;
 }
 
+/* Whether the body is sent with a Content-Encoding other than identity: the provider reads
+ * what it decodes (a gzip of other JSON; bytes that are JSON as sent and something else once
+ * decoded), the gateway the bytes as sent. */
+static bool body_encoded(const AjGatewayRequest *req)
+{
+        for (size_t i = 0; i < req->n_headers; i++) {
+                const AjGwHeader *h = &req->headers[i];
+                if (aj_gw_header_is(h, "content-encoding") &&
+                    !(h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
+                        return true;
+        }
+        return false;
+}
+
 /* Whether a body that is not JSON is a form upload (a file), which the gateway does not read:
- * every Content-Type multipart/form-data and the body not encoded. Anything else it cannot read
- * (JSON behind a byte order mark, in UTF-16, compressed) a provider might still read as JSON. */
+ * every Content-Type multipart/form-data (the body not encoded: refused before). Anything else
+ * it cannot read (JSON behind a byte order mark, in UTF-16) a provider might still read as JSON. */
 static bool form_upload(const AjGatewayRequest *req)
 {
         bool multipart = false;
         for (size_t i = 0; i < req->n_headers; i++) {
                 const AjGwHeader *h = &req->headers[i];
-                bool type = h->name_len == 12 && strncasecmp(h->name, "content-type", 12) == 0;
-                bool encoding = h->name_len == 16 && strncasecmp(h->name, "content-encoding", 16) == 0;
+                bool type = aj_gw_header_is(h, "content-type");
                 if (type && (h->value_len < 19 || strncasecmp(h->value, "multipart/form-data", 19) != 0))
-                        return false;
-                if (encoding && !(h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
                         return false;
                 multipart |= type;
         }
@@ -402,6 +413,13 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         uint8_t d[AJ_SHA256_SIZE];
         aj_sha256(req->body ? req->body : "", req->body_len, d);
         aj_sha256_hex(d, cs->request_sha);
+        /* What the gateway meters and judges must be what the provider reads. */
+        if (req->body_len && body_encoded(req)) {
+                refuse(v, pr, 415, "agentjail gateway: the request body cannot be read",
+                       "it has a Content-Encoding: the provider would read what it decodes, the gateway reads the "
+                       "bytes as sent (send it unencoded)");
+                return 0;
+        }
         if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
                 /* Not a model call: relayed, not metered; but under a cap only reads are, since
                  * an API the gateway cannot meter might spend or ask for tool calls (fail closed). */

@@ -258,6 +258,22 @@ is "$(jq -r .relay <<<"$RS")" failed "a call in flight when the frozen run is ki
 is "$(jq -r .charged <<<"$RS")" worst_case "... and it is charged its worst case" || diag "$RS"
 cmp_num "$(jq -r .meters.output_tokens.used "$RDF/run.json")" -ge 10 "... its output limit (10) is used in run.json"
 
+# --- a body with a Content-Encoding: the provider reads what it decodes, the gateway the bytes
+# as sent; JSON claimed to be brotli was metered as that JSON and forwarded with the header
+cat >"$WORKSPACE/encoded.py" <<'PY'
+import json, socket
+body = json.dumps({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+s = socket.create_connection(("127.0.0.1", 4100))
+s.sendall(("POST /anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: x\r\n"
+           "anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-encoding: br\r\n"
+           "content-length: %d\r\n\r\n%s" % (len(body), body)).encode())
+print(s.recv(65536).decode(errors="replace"))
+PY
+n0=$(records)
+run_jail -p "$P" --cap tokens=100000 -- python3 encoded.py
+like "$JAIL_OUT" 'HTTP/1.1 415 .*Content-Encoding' "a request body with a Content-Encoding: 415, naming it" || jail_diag
+is "$(($(records) - n0))" 0 "... it never reaches the provider"
+
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
 start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'

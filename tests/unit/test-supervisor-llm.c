@@ -256,6 +256,40 @@ Test(supervisor_llm, a_forwarded_call_not_read_to_its_end_is_charged_its_worst_c
         teardown(&f);
 }
 
+/* A body with a Content-Encoding is read by the provider as it decodes it, by the gateway as
+ * sent: JSON as sent, with "br" or "deflate" claimed, was metered as that JSON and forwarded
+ * with the header. Refused (415), model call or not; "identity" is no encoding. */
+Test(supervisor_llm, an_encoded_request_body_is_refused)
+{
+        Fixture f;
+        setup(&f, NULL);
+        static const AjGwHeader br = { "Content-Encoding", 16, "br", 2 };
+        static const AjGwHeader identity = { "content-encoding", 16, "identity", 8 };
+        const struct {
+                const AjGatewayProvider *pr;
+                const char *path;
+                const char *body;
+                const AjGwHeader *h;
+                unsigned status;
+        } cases[] = {
+                { &anthropic, "/v1/messages", MSG, &br, 415 },
+                { &anthropic, "/v1/messages", MSG, &identity, 0 },
+                { &openai, "/v1/containers", "{\"name\":\"c\"}", &br, 415 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjGatewayCall call = { .id = 1, .provider = cases[i].pr, .method = "POST", .path = cases[i].path };
+                AjGatewayVerdict v = {};
+                AjGatewayRequest req = { cases[i].h, 1, cases[i].body, strlen(cases[i].body) };
+                f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                cr_expect_eq(v.status, cases[i].status, "%zu: %s", i, v.message);
+                if (cases[i].status)
+                        cr_expect(strstr(v.message, "Content-Encoding"), "%s", v.message);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, cases[i].status ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+        }
+        teardown(&f);
+}
+
 Test(supervisor_llm, refused_before_forwarding_past_a_cap)
 {
         Fixture f;
@@ -2083,7 +2117,7 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
         } raw[] = {
                 { bom_body, { json_type }, 1, 400 },
                 { "--b\r\n\r\nfile\r\n--b--\r\n", { form_type }, 1, 0 },
-                { "\x1f\x8b not read", { form_type, gzip }, 2, 400 },
+                { "\x1f\x8b not read", { form_type, gzip }, 2, 415 },
                 { "--b\r\n", { form_type, json_type }, 2, 400 },
         };
         for (size_t i = 0; i < ARRAY_SIZE(raw); i++) {
