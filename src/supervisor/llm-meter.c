@@ -39,6 +39,7 @@ struct AjSupLlmCall {
         bool strip;     /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
+        bool unread_counted;                      /* the call a response not read whole may hold */
         const char *limit_set;                    /* the output limit the gateway set in the request (bound_output()) */
         uint64_t limit_set_tokens;                /* and its tokens */
         char *model;
@@ -847,6 +848,23 @@ static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call, bool all)
                         continue;
                 aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
                 report_breach(cs, &dec, call->provider->name);
+        }
+        /* A model's answer the gateway could not read whole (JSON nested past its bound: a tool
+         * input 130 levels deep, a body past 8 MiB, an event past 4 MiB) may hold tool calls it
+         * did not see: one is counted, under a key of its own, as soon as that is known, so a
+         * loop of such answers still meets the tool caps (each counted none before). */
+        if (u->unread && !cs->unread_counted && cs->status / 100 == 2) {
+                cs->unread_counted = true;
+                char key[48];
+                snprintf(key, sizeof(key), "unread-%llu", (unsigned long long)call->id);
+                AjMeterReservation res;
+                AjMeterDecision dec;
+                if (aj_meter_reserve_tool_call(cs->l->meter, "(a tool call in an answer the gateway could not read)",
+                                               key, NULL, AJ_METER_BY_GATEWAY, aj_now_monotonic_ns(), &res,
+                                               &dec) == 0) {
+                        aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
+                        report_breach(cs, &dec, call->provider->name);
+                }
         }
         /* Past the calls whose names are kept, the rest still count, each once (the tool
          * caps would otherwise not see a model that asks for 200 calls at a time); with no

@@ -274,6 +274,17 @@ run_jail -p "$P" --cap tokens=100000 -- python3 encoded.py
 like "$JAIL_OUT" 'HTTP/1.1 415 .*Content-Encoding' "a request body with a Content-Encoding: 415, naming it" || jail_diag
 is "$(($(records) - n0))" 0 "... it never reaches the provider"
 
+# --- a model's answer the gateway cannot read (a tool input nested 130 levels deep, past the
+# JSON depth it reads) may hold tool calls: each counts one, so tool_calls=2 stops the third
+# (all five were relayed, none counted)
+PDT=$(write_profile gwdeep '{"extends": "default", "on_breach": "kill", "prices": {"deep-tool-130": {"input": 1e-6,
+        "output": 1e-6}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PDT" --cap tool_calls=2 -- /bin/sh -c 'for i in 1 2 3 4 5; do python3 client.py anthropic "" deep-tool-130; done'
+is "$JAIL_RC" 123 "answers whose tool calls the gateway cannot read: tool_calls=2 kills the run" || jail_diag
+cmp_num "$(grep -c toolu_deep <<<"$JAIL_OUT")" -le 3 "... at the third answer at the latest"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "... a tool_calls breach"
+is "$(events_of llm.response | jq -r .unread | sort -u)" true "... each llm.response says it was not read whole"
+
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)
 start_jail_bg -p "$P" --cap cost_usd=0.005 -- /bin/sh -c 'python3 client.py anthropic; python3 client.py anthropic; echo after-refusal'

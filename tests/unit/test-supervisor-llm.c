@@ -1375,6 +1375,33 @@ Test(supervisor_llm, tool_calls_past_the_kept_ones_still_count)
         teardown(&f);
 }
 
+/* A model's answer the gateway could not read (a tool input nested past its JSON depth bound,
+ * as a model filling a deep schema writes it) may hold tool calls: one is counted per such
+ * answer, so a loop of them still meets tool_calls (none was counted: 5 calls under a cap of 2
+ * in integ-gateway). An error answer is not the model's work. */
+Test(supervisor_llm, an_answer_the_gateway_cannot_read_counts_a_tool_call)
+{
+        Fixture f;
+        setup(&f, "tool_calls=2");
+        char reply[4096] = "{\"id\":\"msg_1\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":"
+                           "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get\",\"input\":";
+        for (int i = 0; i < 130; i++)
+                strcat(reply, "{\"a\":");
+        strcat(reply, "1");
+        for (int i = 0; i < 130; i++)
+                strcat(reply, "}");
+        strcat(reply, "}],\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}");
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 1, "the unread answer counts one call");
+        cr_expect(json_is_true(json_object_get(last_event("llm.response"), "unread")), "and its event says so");
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_expect_eq(json_array_size(breaches), 0);
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_assert_eq(json_array_size(breaches), 1, "the third passes tool_calls=2");
+        cr_expect_str_eq(breach_cap(0), "tool_calls");
+        teardown(&f);
+}
+
 /* A call the broker judged stays judged however many other calls the broker judges after
  * it (an MCP relay's, say): the backstop does not fire on it later (second attacker
  * review: the separate ring of 1024 could be flushed). */
