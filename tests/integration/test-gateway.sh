@@ -23,6 +23,8 @@
 # network allowlist is refused unless llm.provider_fetch; the key goes to the model calls and
 # the model list only (the account's files, listed or deleted, a stored response, the batch
 # API: 403, llm.refused, never at the provider) unless llm.providers.NAME.paths opens a path.
+# A call in flight when a frozen run is killed is charged its worst case; a request body with
+# a Content-Encoding is refused (415); an answer the gateway cannot read counts a tool call.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
