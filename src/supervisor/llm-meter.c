@@ -583,6 +583,8 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                 refuse(v, pr, 503, "agentjail gateway", "out of memory");
                 return;
         }
+        if (!v->status && l->ended)
+                refuse(v, pr, 503, "agentjail: the run is being killed", "no call is forwarded for it");
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         if (!v->status && cs->metered) {
                 if (aj_meter_reserve_usage(l->meter, &cs->worst, &cs->res, &d) < 0)

@@ -244,6 +244,27 @@ is "$(($(records) - n0))" 0 "frozen: the model calls sent behind the breaching o
 aj kill "${RDF##*/}"
 wait_exit "$BG_PID" 20
 
+# --- a run killed for a breach forwards nothing more: the model calls the agent pipelined behind
+# the one that breached were read from the gateway's buffer and one was sent at once on the
+# connection kept from the call before (a model call for a run being killed)
+cat >"$WORKSPACE/pipeline-kill.py" <<'PY'
+import socket, time
+exec(open("pipeline.py").read().split("s = socket")[0])
+s = socket.create_connection(("127.0.0.1", 4100))
+s.sendall(req("claude-test"))
+time.sleep(1)
+s.recv(65536)
+s.sendall(req("no-price-model") + b"".join(req("claude-test") for _ in range(5)))
+time.sleep(30)
+PY
+PK=$(write_profile gwkill '{"extends": "default", "on_breach": "kill", '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
+n0=$(records)
+run_jail -p "$PK" --cap cost_usd=100 -- python3 pipeline-kill.py
+is "$JAIL_RC" 123 "a breach under on_breach kill: the run is killed" || jail_diag
+is "$(($(records) - n0))" 1 "... the provider saw only the call before the breach"
+is "$(jq -c 'select(.type == "llm.request" and .verdict == "allow")' "$JAIL_RUN_DIR/events.jsonl" | wc -l)" 1 \
+        "... the calls pipelined behind the breach are refused, not allowed"
+
 # --- a call in flight when the run is frozen, then killed: the provider had the request and
 # may bill all it asked for, though its response was never read to the end: charged its
 # worst case (the reservation), as when the agent leaves (the provider holds the last events

@@ -1375,6 +1375,19 @@ Test(supervisor_llm, tool_calls_past_the_kept_ones_still_count)
         teardown(&f);
 }
 
+/* Once the run is being killed no call is forwarded: the agent's pipelined calls are read from
+ * the gateway's buffer after the kill (one went to the provider on a kept connection). */
+Test(supervisor_llm, no_call_is_forwarded_for_a_run_being_killed)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        answered(&f, &anthropic, "/v1/messages", MSG, REPLY);
+        aj_sup_llm_end(&f.llm);
+        expect_refused(&f, &anthropic, "/v1/messages", MSG, 503, "being killed");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "refused");
+        teardown(&f);
+}
+
 /* A model's answer the gateway could not read (a tool input nested past its JSON depth bound,
  * as a model filling a deep schema writes it) may hold tool calls: one is counted per such
  * answer, so a loop of them still meets tool_calls (none was counted: 5 calls under a cap of 2
