@@ -65,6 +65,9 @@ typedef struct {
         uint64_t first_byte_ns; /* when the upstream's response head arrived, 0 before */
         void *data;             /* the observer's, from on_request to on_done */
         bool agent_left;        /* the agent closed its connection before the call ended */
+        /* The request went to the provider whole (its last byte written): from then on the
+         * provider may generate, and bill, all it was asked for, whatever is read of it. */
+        bool forwarded;
 } AjGatewayCall;
 
 typedef struct {

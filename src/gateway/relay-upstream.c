@@ -274,6 +274,7 @@ static int up_send(GwConn *c)
                         return up_failed(c, "sending the request to", (int)(n < 0 ? n : -EPIPE));
                 u->sent += (size_t)n;
         }
+        c->call.forwarded = true;
         u->state = U_HEAD;
         u->chunked = (AjGwChunked){ 0 };
         gw_conn_arm_timer(c, c->gw->opts.response_timeout_ms);

@@ -146,8 +146,13 @@ int aj_llm_json_bounded(const void *text, size_t len, const char **ret_why)
 
 /* What the gateway relays but cannot read still costs: a response it cannot meter must
  * not be a free one (a broken or hostile provider, an answer padded past a bound). Its
- * bytes count as output seen (aj_llm_call_charge: a token per AJ_LLM_BYTES_PER_TOKEN). */
-static void unread(AjLlmCall *c, size_t len) { c->u.output_bytes += len; }
+ * bytes count as output seen (aj_llm_call_charge: a token per AJ_LLM_BYTES_PER_TOKEN), and
+ * the call is marked: the meter counts a tool call it may hold. */
+static void unread(AjLlmCall *c, size_t len)
+{
+        c->u.output_bytes += len;
+        c->u.unread = true;
+}
 
 /* At most `max` bytes of s, not splitting a UTF-8 sequence. */
 static char *bounded_copy(const char *s, size_t max)
@@ -1617,6 +1622,11 @@ json_t *aj_llm_call_to_json(const AjLlmCall *c)
                               "gen_ai.response.finish_reasons", finish, "tool_calls", tools, "tool_calls_total",
                               (json_int_t)u->tool_calls_total, "tool_arguments_sha256", args, "tool_call_ids", ids,
                               "error", string_or_null(u->error), "parse_error", string_or_null(u->parse_error));
+        /* Part of the response was not read: the meter counted a tool call it may hold. */
+        if (o && u->unread && json_object_set_new(o, "unread", json_true()) < 0) {
+                json_decref(o);
+                return NULL;
+        }
         if (o && ch.web_searches &&
             json_object_set_new(o, "web_search_requests", json_integer((json_int_t)ch.web_searches)) < 0) {
                 json_decref(o);

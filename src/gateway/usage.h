@@ -282,6 +282,9 @@ typedef struct {
         char *provider_cost_error;
         uint64_t counted_tokens; /* count_tokens: the count it returned */
         uint64_t output_bytes;   /* generated text and tool arguments seen in a stream */
+        /* Part of the response was relayed but not read (past a bound, not JSON): it may hold
+         * tool calls the gateway could not count. */
+        bool unread;
         char *stop_reason;
         char *tool_calls[AJ_LLM_MAX_TOOL_CALLS];
         /* Each kept call's arguments_sha256, as the broker computes it (aj_meter_args_digest()

@@ -39,6 +39,7 @@ struct AjSupLlmCall {
         bool strip;     /* an OpenAI chat stream whose usage chunk the client did not ask for */
         bool tool_counted[AJ_LLM_MAX_TOOL_CALLS]; /* the response's tool calls counted so far */
         bool unkept_counted;                      /* the calls past AJ_LLM_MAX_TOOL_CALLS, counted at the end */
+        bool unread_counted;                      /* the call a response not read whole may hold */
         const char *limit_set;                    /* the output limit the gateway set in the request (bound_output()) */
         uint64_t limit_set_tokens;                /* and its tokens */
         char *model;
@@ -355,19 +356,30 @@ static bool long_context_beta(const AjGatewayRequest *req)
         return false;
 }
 
+/* Whether the body is sent with a Content-Encoding other than identity: the provider reads
+ * what it decodes (a gzip of other JSON; bytes that are JSON as sent and something else once
+ * decoded), the gateway the bytes as sent. */
+static bool body_encoded(const AjGatewayRequest *req)
+{
+        for (size_t i = 0; i < req->n_headers; i++) {
+                const AjGwHeader *h = &req->headers[i];
+                if (aj_gw_header_is(h, "content-encoding") &&
+                    !(h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
+                        return true;
+        }
+        return false;
+}
+
 /* Whether a body that is not JSON is a form upload (a file), which the gateway does not read:
- * every Content-Type multipart/form-data and the body not encoded. Anything else it cannot read
- * (JSON behind a byte order mark, in UTF-16, compressed) a provider might still read as JSON. */
+ * every Content-Type multipart/form-data (the body not encoded: refused before). Anything else
+ * it cannot read (JSON behind a byte order mark, in UTF-16) a provider might still read as JSON. */
 static bool form_upload(const AjGatewayRequest *req)
 {
         bool multipart = false;
         for (size_t i = 0; i < req->n_headers; i++) {
                 const AjGwHeader *h = &req->headers[i];
-                bool type = h->name_len == 12 && strncasecmp(h->name, "content-type", 12) == 0;
-                bool encoding = h->name_len == 16 && strncasecmp(h->name, "content-encoding", 16) == 0;
+                bool type = aj_gw_header_is(h, "content-type");
                 if (type && (h->value_len < 19 || strncasecmp(h->value, "multipart/form-data", 19) != 0))
-                        return false;
-                if (encoding && !(h->value_len == 8 && strncasecmp(h->value, "identity", 8) == 0))
                         return false;
                 multipart |= type;
         }
@@ -402,6 +414,13 @@ static int read_request(AjSupLlmCall *cs, const AjGatewayProvider *pr, const cha
         uint8_t d[AJ_SHA256_SIZE];
         aj_sha256(req->body ? req->body : "", req->body_len, d);
         aj_sha256_hex(d, cs->request_sha);
+        /* What the gateway meters and judges must be what the provider reads. */
+        if (req->body_len && body_encoded(req)) {
+                refuse(v, pr, 415, "agentjail gateway: the request body cannot be read",
+                       "it has a Content-Encoding: the provider would read what it decodes, the gateway reads the "
+                       "bytes as sent (send it unencoded)");
+                return 0;
+        }
         if (aj_llm_api_from_path(api_name, path, &cs->api) < 0) {
                 /* Not a model call: relayed, not metered; but under a cap only reads are, since
                  * an API the gateway cannot meter might spend or ask for tool calls (fail closed). */
@@ -564,6 +583,8 @@ static void on_request(void *userdata, AjGatewayCall *call, const AjGatewayReque
                 refuse(v, pr, 503, "agentjail gateway", "out of memory");
                 return;
         }
+        if (!v->status && l->ended)
+                refuse(v, pr, 503, "agentjail: the run is being killed", "no call is forwarded for it");
         AjMeterDecision d = { .verdict = AJ_VERDICT_ALLOW };
         if (!v->status && cs->metered) {
                 if (aj_meter_reserve_usage(l->meter, &cs->worst, &cs->res, &d) < 0)
@@ -830,6 +851,23 @@ static void count_tool_calls(AjSupLlmCall *cs, AjGatewayCall *call, bool all)
                 aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
                 report_breach(cs, &dec, call->provider->name);
         }
+        /* A model's answer the gateway could not read whole (JSON nested past its bound: a tool
+         * input 130 levels deep, a body past 8 MiB, an event past 4 MiB) may hold tool calls it
+         * did not see: one is counted, under a key of its own, as soon as that is known, so a
+         * loop of such answers still meets the tool caps (each counted none before). */
+        if (u->unread && !cs->unread_counted && cs->status / 100 == 2) {
+                cs->unread_counted = true;
+                char key[48];
+                snprintf(key, sizeof(key), "unread-%llu", (unsigned long long)call->id);
+                AjMeterReservation res;
+                AjMeterDecision dec;
+                if (aj_meter_reserve_tool_call(cs->l->meter, "(a tool call in an answer the gateway could not read)",
+                                               key, NULL, AJ_METER_BY_GATEWAY, aj_now_monotonic_ns(), &res,
+                                               &dec) == 0) {
+                        aj_meter_settle(cs->l->meter, &res, dec.verdict == AJ_VERDICT_ALLOW);
+                        report_breach(cs, &dec, call->provider->name);
+                }
+        }
         /* Past the calls whose names are kept, the rest still count, each once (the tool
          * caps would otherwise not see a model that asks for 200 calls at a time); with no
          * name or arguments kept, each gets a key of its own, so they cannot make a repeat. */
@@ -939,13 +977,16 @@ static void on_done(void *userdata, AjGatewayCall *call, AjGatewayOutcome outcom
         if (cs->reserved) {
                 AjMeterUsage m;
                 measured_usage(cs, &m);
-                /* The agent left and the relay stopped reading, or the call asked for a
-                 * background response (no cap is set, else it was refused), or its answer was
-                 * only an acknowledgment (no answer, no usage: fetched later): the provider may
-                 * go on generating what it was asked for, billed but never seen. Such a call
-                 * is charged its worst case. */
+                /* The response was not read to its end after the provider had the request
+                 * (the agent left, the stream was cut, the provider went silent while the
+                 * agent did not read, the run was killed with the call in flight), or the call
+                 * asked for a background response (no cap is set, else it was refused), or its
+                 * answer was only an acknowledgment (no answer, no usage: fetched later): the
+                 * provider may go on generating what it was asked for, billed but never seen.
+                 * Such a call is charged its worst case. */
                 const AjLlmUsage *u = aj_llm_call_usage(cs->usage);
-                if ((call->agent_left && outcome == AJ_GATEWAY_CUT_SHORT) || u->background || u->acknowledged) {
+                bool unread = call->forwarded && outcome != AJ_GATEWAY_COMPLETED;
+                if (unread || u->background || u->acknowledged) {
                         charged_worst = m.input < cs->worst.input || m.output < cs->worst.output ||
                                         m.web_searches < cs->worst.web_searches || !tools_within(&cs->worst, &m);
                         m.input = max_u64(m.input, cs->worst.input);

@@ -315,6 +315,8 @@ void aj_sup_llm_dispatch(AjSupLlm *l)
                 (void)aj_gateway_dispatch(l->gw);
 }
 
+void aj_sup_llm_end(AjSupLlm *l) { l->ended = true; }
+
 void aj_sup_llm_stop(AjSupLlm *l)
 {
         aj_gateway_free(l->gw);

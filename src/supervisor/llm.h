@@ -89,6 +89,7 @@ typedef struct {
         json_t *summary;       /* {"PROVIDER": {"MODEL": {"requests", tokens..., "cost_usd"}}} */
         size_t summary_models; /* model rows in it, at most AJ_SUP_LLM_SUMMARY_MODELS */
         uint64_t calls;
+        bool ended; /* the run is being killed: no call is forwarded any more (aj_sup_llm_end) */
         /* Replay (llm-replay.c): calls are answered from another run's recording. */
         AjReplayRecording *replay;
         char *replay_of;
@@ -115,6 +116,10 @@ int aj_sup_llm_init(AjSupLlm *l, const AjProfile *p, AjMeter *meter, const AjHoo
 int aj_sup_llm_start(AjSupLlm *l, int listen_fd, AjError *err);
 int aj_sup_llm_fd(const AjSupLlm *l);
 void aj_sup_llm_dispatch(AjSupLlm *l);
+/* The run is being killed: every call from now on is refused (the calls the agent pipelined
+ * behind the one that breached are read from the gateway's buffer, a kept connection to
+ * the provider at hand; those in flight end as the jail does). */
+void aj_sup_llm_end(AjSupLlm *l);
 /* Model rows run.json's summary keeps, all providers together: the model name is the
  * agent's to pick, one a request, so past these a provider's further models are added up as
  * AJ_SUP_LLM_SUMMARY_OTHER (the events keep each call's). */

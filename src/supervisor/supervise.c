@@ -89,6 +89,7 @@ static int jail_kill(void *userdata)
 {
         Run *run = userdata;
         jail_ending(run);
+        aj_sup_llm_end(&run->llm);
         int r = run->cgroup ? aj_cgroup_kill(run->cgroup) : -EOPNOTSUPP;
         if (r < 0 && !run->child.init_exited)
                 r = sys_pidfd_send_signal(run->h.pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;

@@ -183,6 +183,14 @@ class Handler(BaseHTTPRequestHandler):
         tool = model == "tool-call"
         block = ({"type": "tool_use", "id": "toolu_fake", "name": "get_weather", "input": {"city": "Paris"}}
                  if tool else {"type": "text", "text": "Hello!"})
+        # "deep-tool-N": a tool call whose input is nested N levels deep (as a model asked to
+        # fill a deeply nested schema writes it).
+        if re.fullmatch(r"deep-tool-[0-9]+", model):
+            deep = {"city": "Paris"}
+            for _ in range(int(model[10:])):
+                deep = {"a": deep}
+            tool, block = True, {"type": "tool_use", "id": "toolu_deep%d" % next(TOOL_IDS), "name": "get_weather",
+                                 "input": deep}
         scripted = script_step(req)
         if scripted:
             block = scripted

@@ -23,6 +23,8 @@
 # network allowlist is refused unless llm.provider_fetch; the key goes to the model calls and
 # the model list only (the account's files, listed or deleted, a stored response, the batch
 # API: 403, llm.refused, never at the provider) unless llm.providers.NAME.paths opens a path.
+# A call in flight when a frozen run is killed is charged its worst case; a request body with
+# a Content-Encoding is refused (415); an answer the gateway cannot read counts a tool call.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -241,6 +243,70 @@ sleep 1
 is "$(($(records) - n0))" 0 "frozen: the model calls sent behind the breaching one did not reach the provider"
 aj kill "${RDF##*/}"
 wait_exit "$BG_PID" 20
+
+# --- a run killed for a breach forwards nothing more: the model calls the agent pipelined behind
+# the one that breached were read from the gateway's buffer and one was sent at once on the
+# connection kept from the call before (a model call for a run being killed)
+cat >"$WORKSPACE/pipeline-kill.py" <<'PY'
+import socket, time
+exec(open("pipeline.py").read().split("s = socket")[0])
+s = socket.create_connection(("127.0.0.1", 4100))
+s.sendall(req("claude-test"))
+time.sleep(1)
+s.recv(65536)
+s.sendall(req("no-price-model") + b"".join(req("claude-test") for _ in range(5)))
+time.sleep(30)
+PY
+PK=$(write_profile gwkill '{"extends": "default", "on_breach": "kill", '"$PRICES"', "llm": {'"$PROVIDERS"'}}')
+n0=$(records)
+run_jail -p "$PK" --cap cost_usd=100 -- python3 pipeline-kill.py
+is "$JAIL_RC" 123 "a breach under on_breach kill: the run is killed" || jail_diag
+is "$(($(records) - n0))" 1 "... the provider saw only the call before the breach"
+is "$(jq -c 'select(.type == "llm.request" and .verdict == "allow")' "$JAIL_RUN_DIR/events.jsonl" | wc -l)" 1 \
+        "... the calls pipelined behind the breach are refused, not allowed"
+
+# --- a call in flight when the run is frozen, then killed: the provider had the request and
+# may bill all it asked for, though its response was never read to the end: charged its
+# worst case (the reservation), as when the agent leaves (the provider holds the last events
+# until $T/go exists, which it never does here)
+start_jail_bg -p "$P" --cap tokens=100000 -- /bin/sh -c 'python3 client.py anthropic stream wait-go; sleep 30'
+RDF=$(wait_run_dir 10)
+wait_for_output "$RDF/events.jsonl" '"type":"llm.request"' 20
+sleep 0.5
+aj freeze "${RDF##*/}"
+aj kill "${RDF##*/}"
+wait_exit "$BG_PID" 20
+RS=$(jq -c 'select(.type == "llm.response")' "$RDF/events.jsonl")
+is "$(jq -r .relay <<<"$RS")" failed "a call in flight when the frozen run is killed: its relay failed"
+is "$(jq -r .charged <<<"$RS")" worst_case "... and it is charged its worst case" || diag "$RS"
+cmp_num "$(jq -r .meters.output_tokens.used "$RDF/run.json")" -ge 10 "... its output limit (10) is used in run.json"
+
+# --- a body with a Content-Encoding: the provider reads what it decodes, the gateway the bytes
+# as sent; JSON claimed to be brotli was metered as that JSON and forwarded with the header
+cat >"$WORKSPACE/encoded.py" <<'PY'
+import json, socket
+body = json.dumps({"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+s = socket.create_connection(("127.0.0.1", 4100))
+s.sendall(("POST /anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: x\r\n"
+           "anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-encoding: br\r\n"
+           "content-length: %d\r\n\r\n%s" % (len(body), body)).encode())
+print(s.recv(65536).decode(errors="replace"))
+PY
+n0=$(records)
+run_jail -p "$P" --cap tokens=100000 -- python3 encoded.py
+like "$JAIL_OUT" 'HTTP/1.1 415 .*Content-Encoding' "a request body with a Content-Encoding: 415, naming it" || jail_diag
+is "$(($(records) - n0))" 0 "... it never reaches the provider"
+
+# --- a model's answer the gateway cannot read (a tool input nested 130 levels deep, past the
+# JSON depth it reads) may hold tool calls: each counts one, so tool_calls=2 stops the third
+# (all five were relayed, none counted)
+PDT=$(write_profile gwdeep '{"extends": "default", "on_breach": "kill", "prices": {"deep-tool-130": {"input": 1e-6,
+        "output": 1e-6}}, "llm": {'"$PROVIDERS"'}}')
+run_jail -p "$PDT" --cap tool_calls=2 -- /bin/sh -c 'for i in 1 2 3 4 5; do python3 client.py anthropic "" deep-tool-130; done'
+is "$JAIL_RC" 123 "answers whose tool calls the gateway cannot read: tool_calls=2 kills the run" || jail_diag
+cmp_num "$(grep -c toolu_deep <<<"$JAIL_OUT")" -le 3 "... at the third answer at the latest"
+like "$(events_of cap.breach)" '"cap":"tool_calls"' "... a tool_calls breach"
+is "$(events_of llm.response | jq -r .unread | sort -u)" true "... each llm.response says it was not read whole"
 
 # --- a cost cap: the request that would cross it is refused, never forwarded, and the run frozen
 n0=$(records)

@@ -71,6 +71,8 @@ static void request(Fixture *f, AjGatewayCall *call, const AjGatewayProvider *pr
         *v = (AjGatewayVerdict){};
         AjGatewayRequest req = { .body = body, .body_len = strlen(body) };
         f->obs.on_request(f->obs.userdata, call, &req, v);
+        /* Allowed: the relay sends it to the provider whole. */
+        call->forwarded = !v->status && !v->response;
 }
 
 /* A request the gateway refuses before it goes: `status`, its message saying `says` (NULL:
@@ -218,6 +220,73 @@ Test(supervisor_llm, agent_left_before_the_answer_is_charged_its_worst_case)
         cr_assert_not_null(rs);
         cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "cut_short");
         cr_expect_str_eq(json_string_value(json_object_get(rs, "charged")), "worst_case");
+        teardown(&f);
+}
+
+/* The provider had the request and the response was not read to its end, the agent still
+ * there: the provider went silent while the agent did not read (the relay's response timeout),
+ * or the run was killed while frozen with the call in flight. The provider may have generated
+ * (and billed) all it was asked for: charged the reservation, as when the agent leaves. A call
+ * that failed before its request went whole (the provider unreachable) is charged what it measured (its prompt's estimate). */
+Test(supervisor_llm, a_forwarded_call_not_read_to_its_end_is_charged_its_worst_case)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        AjGatewayCall call;
+        AjGatewayVerdict v;
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        json_int_t reserved = json_integer_value(
+                json_object_get(json_object_get(last_event("llm.request"), "reserved"), "tokens"));
+        cr_assert_gt(reserved, 10);
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 1000);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), (uint64_t)reserved, "charged the reservation");
+        json_t *rs = last_event("llm.response");
+        cr_assert_not_null(rs);
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "relay")), "failed");
+        cr_expect_str_eq(json_string_value(json_object_get(rs, "charged")), "worst_case");
+
+        request(&f, &call, &anthropic, "/v1/messages", MSG, &v);
+        cr_assert_eq(v.status, 0, "%s", v.message);
+        call.forwarded = false; /* failed connecting */
+        f.obs.on_done(f.obs.userdata, &call, AJ_GATEWAY_FAILED, 1000);
+        cr_expect_lt(aj_meter_used(f.meter, AJ_CAP_TOKENS, 0), 2 * (uint64_t)reserved,
+                     "never sent: its prompt estimate only, not its output limit");
+        cr_expect_null(json_object_get(last_event("llm.response"), "charged"));
+        teardown(&f);
+}
+
+/* A body with a Content-Encoding is read by the provider as it decodes it, by the gateway as
+ * sent: JSON as sent, with "br" or "deflate" claimed, was metered as that JSON and forwarded
+ * with the header. Refused (415), model call or not; "identity" is no encoding. */
+Test(supervisor_llm, an_encoded_request_body_is_refused)
+{
+        Fixture f;
+        setup(&f, NULL);
+        static const AjGwHeader br = { "Content-Encoding", 16, "br", 2 };
+        static const AjGwHeader identity = { "content-encoding", 16, "identity", 8 };
+        const struct {
+                const AjGatewayProvider *pr;
+                const char *path;
+                const char *body;
+                const AjGwHeader *h;
+                unsigned status;
+        } cases[] = {
+                { &anthropic, "/v1/messages", MSG, &br, 415 },
+                { &anthropic, "/v1/messages", MSG, &identity, 0 },
+                { &openai, "/v1/containers", "{\"name\":\"c\"}", &br, 415 },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                AjGatewayCall call = { .id = 1, .provider = cases[i].pr, .method = "POST", .path = cases[i].path };
+                AjGatewayVerdict v = {};
+                AjGatewayRequest req = { cases[i].h, 1, cases[i].body, strlen(cases[i].body) };
+                f.obs.on_request(f.obs.userdata, &call, &req, &v);
+                cr_expect_eq(v.status, cases[i].status, "%zu: %s", i, v.message);
+                if (cases[i].status)
+                        cr_expect(strstr(v.message, "Content-Encoding"), "%s", v.message);
+                free(v.body);
+                f.obs.on_done(f.obs.userdata, &call, cases[i].status ? AJ_GATEWAY_REFUSED : AJ_GATEWAY_FAILED, 0);
+        }
         teardown(&f);
 }
 
@@ -1306,6 +1375,46 @@ Test(supervisor_llm, tool_calls_past_the_kept_ones_still_count)
         teardown(&f);
 }
 
+/* Once the run is being killed no call is forwarded: the agent's pipelined calls are read from
+ * the gateway's buffer after the kill (one went to the provider on a kept connection). */
+Test(supervisor_llm, no_call_is_forwarded_for_a_run_being_killed)
+{
+        Fixture f;
+        setup(&f, "tokens=1000");
+        answered(&f, &anthropic, "/v1/messages", MSG, REPLY);
+        aj_sup_llm_end(&f.llm);
+        expect_refused(&f, &anthropic, "/v1/messages", MSG, 503, "being killed");
+        cr_expect_str_eq(json_string_value(json_object_get(last_event("llm.request"), "verdict")), "refused");
+        teardown(&f);
+}
+
+/* A model's answer the gateway could not read (a tool input nested past its JSON depth bound,
+ * as a model filling a deep schema writes it) may hold tool calls: one is counted per such
+ * answer, so a loop of them still meets tool_calls (none was counted: 5 calls under a cap of 2
+ * in integ-gateway). An error answer is not the model's work. */
+Test(supervisor_llm, an_answer_the_gateway_cannot_read_counts_a_tool_call)
+{
+        Fixture f;
+        setup(&f, "tool_calls=2");
+        char reply[4096] = "{\"id\":\"msg_1\",\"type\":\"message\",\"model\":\"claude-test\",\"content\":[{\"type\":"
+                           "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get\",\"input\":";
+        for (int i = 0; i < 130; i++)
+                strcat(reply, "{\"a\":");
+        strcat(reply, "1");
+        for (int i = 0; i < 130; i++)
+                strcat(reply, "}");
+        strcat(reply, "}],\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":5,\"output_tokens\":5}}");
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_expect_eq(aj_meter_used(f.meter, AJ_CAP_TOOL_CALLS, 0), 1, "the unread answer counts one call");
+        cr_expect(json_is_true(json_object_get(last_event("llm.response"), "unread")), "and its event says so");
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_expect_eq(json_array_size(breaches), 0);
+        answered(&f, &anthropic, "/v1/messages", MSG, reply);
+        cr_assert_eq(json_array_size(breaches), 1, "the third passes tool_calls=2");
+        cr_expect_str_eq(breach_cap(0), "tool_calls");
+        teardown(&f);
+}
+
 /* A call the broker judged stays judged however many other calls the broker judges after
  * it (an MCP relay's, say): the backstop does not fire on it later (second attacker
  * review: the separate ring of 1024 could be flushed). */
@@ -2048,7 +2157,7 @@ Test(supervisor_llm, provider_fetching_in_every_url_shape_is_judged)
         } raw[] = {
                 { bom_body, { json_type }, 1, 400 },
                 { "--b\r\n\r\nfile\r\n--b--\r\n", { form_type }, 1, 0 },
-                { "\x1f\x8b not read", { form_type, gzip }, 2, 400 },
+                { "\x1f\x8b not read", { form_type, gzip }, 2, 415 },
                 { "--b\r\n", { form_type, json_type }, 2, 400 },
         };
         for (size_t i = 0; i < ARRAY_SIZE(raw); i++) {
