@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,24 +257,6 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *parent, int rfd, int p
         _exit(0);
 }
 
-/*
- * A forked task waits on its parent's CPU until that one is free or another CPU takes it.
- * Here the idle CPU took the watchdog 0.45 ms after its fork at the median (1 ms at p90)
- * while the supervisor went on to make the cgroup and clone the jail, so its prework ran
- * beside the jail's init and in the supervisor's way, on the start's critical path
- * (docs/performance.md, session 24). Moved at once to the CPUs but ours, it does the
- * prework while the supervisor works; its CPUs are put back when the prework is taken.
- */
-static void place_away(AjSupWatchdog *wd, pid_t pid)
-{
-        int here = sched_getcpu();
-        if (here < 0 || sched_getaffinity(0, sizeof(wd->cpus), &wd->cpus) < 0 || !CPU_ISSET(here, &wd->cpus))
-                return;
-        cpu_set_t away = wd->cpus;
-        CPU_CLR(here, &away);
-        wd->placed = CPU_COUNT(&away) > 0 && sched_setaffinity(pid, sizeof(away), &away) == 0;
-}
-
 static int watchdog_fork(AjSupWatchdog *wd)
 {
         int p[2], w[2] = { -1, -1 };
@@ -303,7 +284,6 @@ static int watchdog_fork(AjSupWatchdog *wd)
         if (w[0] >= 0) {
                 close(w[1]);
                 wd->prework_fd = w[0];
-                place_away(wd, pid);
         }
         /* Our own child, not reaped yet: its pid cannot have been reused. */
         int pidfd = sys_pidfd_open(pid, 0);
@@ -357,9 +337,6 @@ int aj_sup_watchdog_take_prework(AjSupWatchdog *wd)
 {
         int fd = wd->prework_fd;
         wd->prework_fd = -1;
-        if (wd->placed && wd->pid > 0)
-                (void)sched_setaffinity(wd->pid, sizeof(wd->cpus), &wd->cpus);
-        wd->placed = false;
         return fd;
 }
 

@@ -9,7 +9,6 @@
  */
 #pragma once
 
-#include <sched.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <termios.h>
@@ -56,10 +55,6 @@ typedef struct {
         AjLoopIo *io;
         int restarts;
         int prework_fd; /* read end of the first watchdog's prework, until taken */
-        /* The CPUs it may run on, put back when its prework is taken; placed: it was moved
-         * off the supervisor's CPU for the prework (watchdog.c place_away). */
-        cpu_set_t cpus;
-        bool placed;
 } AjSupWatchdog;
 
 #define AJ_SUP_WATCHDOG_INIT                            \
@@ -93,6 +88,5 @@ void aj_sup_watchdog_finish(AjSupWatchdog *wd, bool cgroup_left);
  * unmounted) then happens in the watchdog's exit after the run, not in the jail init's on
  * the run's way out. At most 4; a watchdog started again after a death holds none. */
 int aj_sup_watchdog_hold(AjSupWatchdog *wd, int fd);
-/* The prework's read end (the caller's to close), or -1; the watchdog may run on every
- * CPU again from here. */
+/* The prework's read end (the caller's to close), or -1. */
 int aj_sup_watchdog_take_prework(AjSupWatchdog *wd);

@@ -31,7 +31,6 @@
 #include "supervisor/operator.h"
 #include "supervisor/output.h"
 #include "supervisor/wall.h"
-#include "supervisor/watchdog.h"
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/loop.h"
@@ -1305,64 +1304,4 @@ Test(supervisor, output_logs_must_be_regular_files)
         cr_assert_eq(stat(victim, &st), 0);
         cr_expect_eq(st.st_size, 0);
         aj_rm_rf(dir);
-}
-
-/* The watchdog's prework: the CPUs it may run on, once the supervisor's move of it has landed
- * (bounded: without the move they never change). */
-static void report_cpus(void *arg, int fd)
-{
-        const cpu_set_t *forked_with = arg;
-        cpu_set_t now;
-        for (int i = 0; i < 2000; i++) {
-                if (sched_getaffinity(0, sizeof(now), &now) < 0 || CPU_COUNT(forked_with) < 2 ||
-                    !CPU_EQUAL(&now, forked_with))
-                        break;
-                usleep(500);
-        }
-        (void)!write(fd, &now, sizeof(now));
-}
-
-static void no_op(void *userdata) { (void)userdata; }
-
-/* A forked task waits on its parent's CPU, and on a 2-CPU machine the idle one took the
- * watchdog only after 0.45 ms at the median, its prework then in the way of the supervisor
- * and the jail's init (docs/performance.md, session 24): it is moved off the supervisor's CPU
- * at once, and gets every CPU back when its prework is taken. */
-Test(supervisor, watchdog_prework_runs_off_the_supervisors_cpu_then_gets_every_cpu_back)
-{
-        cpu_set_t all;
-        cr_assert_eq(sched_getaffinity(0, sizeof(all), &all), 0);
-        static const AjSupWatchdogOps ops = { .changed = no_op, .lost = no_op };
-        AjSupWatchdogConfig cfg = { .id = "test",
-                                    .run_dir = "/nonexistent",
-                                    .runtime_dir = "/nonexistent",
-                                    .term_fd = -1,
-                                    .hold_fds = { -1, -1, -1, -1 },
-                                    .prework = report_cpus,
-                                    .prework_arg = &all };
-        AjSupWatchdog wd = AJ_SUP_WATCHDOG_INIT;
-        FakeChain chain = { 0 };
-        AjSupSink sink = { .ops = &chain_ops, .userdata = &chain };
-        cr_assert_eq(aj_sup_watchdog_start(&wd, &cfg, &ops, NULL, &sink), 0);
-        int fd = wd.prework_fd;
-        cpu_set_t in_prework;
-        CPU_ZERO(&in_prework);
-        cr_assert_eq(aj_read_full(fd, &in_prework, sizeof(in_prework)), (ssize_t)sizeof(in_prework));
-        cr_assert_eq(aj_sup_watchdog_take_prework(&wd), fd);
-        close(fd);
-        cpu_set_t both;
-        CPU_AND(&both, &in_prework, &all);
-        cr_expect(CPU_EQUAL(&both, &in_prework), "the prework ran on CPUs the supervisor may use");
-        if (CPU_COUNT(&all) >= 2)
-                cr_expect_eq(CPU_COUNT(&in_prework), CPU_COUNT(&all) - 1,
-                             "the prework ran off the supervisor's CPU (%d of %d CPUs)", CPU_COUNT(&in_prework),
-                             CPU_COUNT(&all));
-        else
-                cr_expect(CPU_EQUAL(&in_prework, &all), "one CPU: nowhere else to go");
-        cpu_set_t after;
-        cr_assert_eq(sched_getaffinity(wd.pid, sizeof(after), &after), 0);
-        cr_expect(CPU_EQUAL(&after, &all), "once its prework is taken, the watchdog may run on every CPU");
-        pid_t pid = wd.pid;
-        aj_sup_watchdog_finish(&wd, false);
-        cr_expect_eq(waitpid(pid, NULL, 0), pid);
 }
