@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +31,6 @@
 #include "supervisor/operator.h"
 #include "supervisor/output.h"
 #include "supervisor/wall.h"
-#include "supervisor/watchdog.h"
 #include "util/fd.h"
 #include "util/format.h"
 #include "util/loop.h"
@@ -1306,60 +1304,4 @@ Test(supervisor, output_logs_must_be_regular_files)
         cr_assert_eq(stat(victim, &st), 0);
         cr_expect_eq(st.st_size, 0);
         aj_rm_rf(dir);
-}
-
-static void wd_no_op(void *userdata) { (void)userdata; }
-
-/* The watchdog is forked before the run exists, once the profile is loaded, and handed the
- * run later (src/jail.c): its end closed before the hand-off, it exits and touches nothing;
- * handed the run, it holds the fds it was given until it exits and, its end closed without
- * "done" (the supervisor SIGKILLed), removes what the run left (here, its runtime dir). */
-Test(supervisor, watchdog_forked_early_cleans_up_what_it_was_handed)
-{
-        static const AjSupWatchdogOps ops = { .changed = wd_no_op, .lost = wd_no_op };
-        char base[] = "/tmp/aj-wd-early-XXXXXX";
-        cr_assert_not_null(mkdtemp(base));
-        char runtime[sizeof(base) + 8];
-        snprintf(runtime, sizeof(runtime), "%s/rt", base);
-        cr_assert_eq(mkdir(runtime, 0700), 0);
-        AjSupWatchdogConfig cfg = { .term_fd = -1, .hold_fds = { -1, -1, -1, -1 } };
-        FakeChain chain = { 0 };
-        AjSupSink sink = { .ops = &chain_ops, .userdata = &chain };
-
-        /* Gone before the hand-off. */
-        AjSupWatchdog wd = AJ_SUP_WATCHDOG_INIT;
-        cr_assert_eq(aj_sup_watchdog_start(&wd, &cfg, &ops, NULL), 0);
-        pid_t pid = wd.pid;
-        close(wd.fd);
-        wd.fd = -1;
-        int st = -1;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        struct stat sb;
-        cr_expect_eq(stat(runtime, &sb), 0, "nothing removed by a watchdog that was handed no run");
-        aj_sup_watchdog_finish(&wd, false);
-
-        /* Handed the run, then gone without "done". */
-        AjSupWatchdog wd2 = AJ_SUP_WATCHDOG_INIT;
-        cr_assert_eq(aj_sup_watchdog_start(&wd2, &cfg, &ops, NULL), 0);
-        int p[2];
-        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
-        AjSupWatchdogConfig run = {
-                .id = "000000000000", .run_dir = base, .runtime_dir = runtime, .hold_fds = { -1, p[1], -1, -1 }
-        };
-        cr_assert_eq(aj_sup_watchdog_hand_off(&wd2, &run, &sink), 0);
-        close(p[1]);
-        struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-        cr_expect_eq(poll(&pfd, 1, 50), 0, "the watchdog holds the fd it was handed");
-        pid = wd2.pid;
-        close(wd2.fd);
-        wd2.fd = -1;
-        cr_assert_eq(waitpid(pid, &st, 0), pid);
-        cr_expect(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        cr_expect(stat(runtime, &sb) < 0 && errno == ENOENT, "the handed run's runtime dir is removed");
-        char c;
-        cr_expect_eq(read(p[0], &c, 1), 0, "the held fd is let go of at its exit");
-        close(p[0]);
-        aj_sup_watchdog_finish(&wd2, false);
-        rmdir(base);
 }
