@@ -101,43 +101,6 @@ is "$(jq -r '[.runs[] | select(.state != "exited" and .state != "lost") | "\(.id
 aj prune --keep 0
 is "$RC" 0 "prune reaps the killed runs" || op_diag
 
-# --- SIGKILL between the watchdog's fork and its hand-off. The watchdog is forked once the
-# profile is loaded (its prework, the sensitive places, runs while the supervisor prepares)
-# and is handed the run (its id, paths, the host-id, live and life locks) in one message
-# before the cgroup is made (src/jail.c, hand_off_to_watchdog): strace holds the supervisor
-# at that message, its first sendmsg, where the run directory and its locks exist and the
-# watchdog does not know them yet. Killed there, the watchdog exits, nothing of the run is
-# left but its directory, closed (lost), which prune removes; the host ids are free.
-if ! command -v strace >/dev/null; then
-        skip "SIGKILL between the watchdog's fork and its hand-off" "no strace to hold the supervisor"
-else
-        RUN_IDS=()
-        strace -qq -o "$TEST_TMP/handoff.st" -e trace=sendmsg -e inject=sendmsg:delay_enter=10000000:when=1 \
-                "$AGENTJAIL" run -- ./probe sleep 10 </dev/null >/dev/null 2>"$TEST_TMP/handoff.err" &
-        ST_PID=$!
-        wait_for_output "$TEST_TMP/handoff.st" 'sendmsg\(' 10
-        id=$(grep -o 'iov_base="A[0-9a-f]\{12\}\\0' "$TEST_TMP/handoff.st" | head -1 | cut -c12-23)
-        sup=$(pgrep -P "$ST_PID" -x agentjail)
-        wd=$(pgrep -P "${sup:-0}" -x aj-watchdog)
-        isnt "$id" "" "the supervisor is held at the hand-off, its first sendmsg ($(head -c 200 "$TEST_TMP/handoff.st"))"
-        isnt "$wd" "" "... its watchdog forked before it (supervisor ${sup:-none})"
-        ok "... the run's directory made, with its live.lock" test -e "$AGENTJAIL_STATE_DIR/runs/$id/live.lock"
-        RUN_IDS=("$id")
-        is "$(stray_cgroups)" "" "... and no cgroup of the run made yet"
-        [[ -n $sup ]] && kill -KILL "$sup"
-        wait "$ST_PID"
-        ok "the watchdog, not handed the run, exits" wait_pid_gone "${wd:-0}" 5
-        runs_left_nothing 5 "run killed at the hand-off"
-        aj ps --all --json
-        is "$(jq -r --arg id "$id" '.runs[] | select(.id == $id) | .state' <<<"$OUT")" lost \
-                "its directory is closed (lost), not live" || op_diag
-        run_jail -- /bin/true
-        is "$JAIL_RC" 0 "a run after it starts (the killed run's host ids and locks are free)" || jail_diag
-        aj prune --keep 0
-        is "$RC" 0 "prune" || op_diag
-        ok "prune removed the killed run's directory" test ! -e "$AGENTJAIL_STATE_DIR/runs/$id"
-fi
-
 # --- started with SIGINT and SIGHUP ignored (`trap ''`: this shell and what it starts
 # ignore them from the fork on), at 0 to 5 ms and once the command runs: the run goes on
 trap '' INT HUP
