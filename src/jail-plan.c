@@ -288,10 +288,12 @@ static int rootless_host_ids(Run *run, char **ret_shared)
         return 0;
 }
 
-int aj_run_load_profile(Run *run)
+int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
-        int r = aj_paths_resolve(&run->paths);
+        int r;
+
+        r = aj_paths_resolve(&run->paths);
         if (r < 0)
                 return aj_log_errno(r, "Cannot find a state directory (set AGENTJAIL_STATE_DIR)");
 
@@ -314,19 +316,10 @@ int aj_run_load_profile(Run *run)
         }
         if (opts->llm && (r = aj_profile_update_digest(run->profile)) < 0)
                 return aj_log_errno(r, "Cannot digest the profile");
+        aj_run_trace_step(run, "profile loaded");
         run->cwd = getcwd(NULL, 0);
         if (!run->cwd)
                 return aj_log_errno(-errno, "Cannot determine the current directory");
-        /* Before the keys are set aside (aj_run_set_keys_aside): a replay needs none. */
-        if (opts->replay_dir)
-                aj_sup_llm_replay_keyless(&run->llm, !opts->replay_live);
-        return 0;
-}
-
-int aj_run_prepare(Run *run)
-{
-        const AjRunOptions *opts = run->opts;
-        int r;
         run->rootless = geteuid() != 0;
         run->host_uid = run->rootless ? geteuid() : run->profile->host_uid;
         run->host_gid = run->rootless ? getegid() : run->profile->host_gid;
@@ -344,6 +337,8 @@ int aj_run_prepare(Run *run)
                 return aj_log_errno(-errno, "Cannot generate a run id");
         if (opts->ret_run_id)
                 memcpy(opts->ret_run_id, run->id, sizeof(run->id));
+        if (opts->replay_dir)
+                aj_sup_llm_replay_keyless(&run->llm, !opts->replay_live);
         if (opts->name)
                 run->name = strdup(opts->name);
         else {

@@ -95,29 +95,20 @@ static void watchdog_lost(void *userdata)
 
 static const AjSupWatchdogOps watchdog_ops = { .changed = watchdog_changed, .lost = watchdog_lost };
 
-/* Early, once the profile is loaded: its prework (the sensitive places, which need nothing
- * else) runs on another CPU while we prepare the run, well before the clone. */
-static int start_watchdog(Run *run)
-{
-        AjSupWatchdogConfig cfg = { .prework = aj_run_places_prework, .prework_arg = run };
-        cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
-        int r = aj_sup_watchdog_start(&run->watchdog, &cfg, &watchdog_ops, run);
-        if (r < 0)
-                return aj_log_errno(r, "Cannot start the watchdog process");
-        return 0;
-}
-
 /* Before anything exists on the host that a killed supervisor would leave behind. */
-static int hand_off_to_watchdog(Run *run)
+static int start_watchdog(Run *run)
 {
         AjSupWatchdogConfig cfg = { .id = run->id,
                                     .run_dir = run->run_dir,
                                     .runtime_dir = run->runtime_dir,
                                     .hold_fds = { run->host_ids.fd[0], run->host_ids.fd[1], run->live_fd,
-                                                  run->run_dir_lock } };
-        int r = aj_sup_watchdog_hand_off(&run->watchdog, &cfg, &run->sink);
+                                                  run->run_dir_lock },
+                                    .prework = aj_run_places_prework,
+                                    .prework_arg = run };
+        cfg.term_fd = aj_sup_terminal_saved(&run->term, &cfg.term_saved);
+        int r = aj_sup_watchdog_start(&run->watchdog, &cfg, &watchdog_ops, run, &run->sink);
         if (r < 0)
-                return aj_log_errno(r, "Cannot hand the run to the watchdog process");
+                return aj_log_errno(r, "Cannot start the watchdog process");
         return 0;
 }
 
@@ -522,12 +513,10 @@ static int start_workspace_digest(Run *run)
 static const Step steps[] = {
         { NULL, block_signals, NULL }, /* put back last of all, below */
         { NULL, open_std_fds, NULL },
-        { "profile loaded", aj_run_load_profile, NULL },
+        { "prepared (profile, run dir)", aj_run_prepare, NULL },
         { NULL, aj_run_set_keys_aside, NULL }, /* before the first fork */
         { NULL, setup_terminal, restore_terminal },
         { NULL, start_watchdog, finish_watchdog },
-        { "prepared (profile, run dir)", aj_run_prepare, NULL },
-        { NULL, hand_off_to_watchdog, NULL },
         { "cgroup created", aj_run_setup_cgroup, destroy_cgroup },
         { "pipes made", make_pipes, close_pipes },
         { NULL, map_shared, NULL }, /* unmapped by run_free() */

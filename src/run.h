@@ -181,9 +181,6 @@ typedef struct {
 
 /* src/jail-plan.c: the steps that prepare the run */
 void aj_run_trace_step(const Run *run, const char *step);
-/* The paths, the profile (and --llm's providers), the cwd: all the watchdog's prework needs. */
-int aj_run_load_profile(Run *run);
-/* The host ids, the run id and directory, the records. */
 int aj_run_prepare(Run *run);
 int aj_run_set_keys_aside(Run *run);
 int aj_run_plan(Run *run, AjSpawnConfig *cfg);

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -35,8 +34,6 @@
 #define WATCHDOG_RESTARTS_MAX 3
 /* What aj_sup_watchdog_hold() may hand it: the jail's mount namespace. */
 #define WATCHDOG_HELD_MAX 4
-/* The run's fds handed to it with the run (AjSupWatchdogConfig.hold_fds). */
-#define WATCHDOG_HOLD_FDS 4
 
 /* What removing the run's cgroup came to, in the watchdog. */
 typedef struct {
@@ -135,48 +132,15 @@ static void finish_removal(const AjSupWatchdog *wd)
                 record(wd, "cgroup.removed", removal_json(&res, json_object()));
 }
 
-/* The hand-off's bytes: 'A', then the run's id, run directory and runtime dir, each ended by
- * a NUL; the fds to hold attached. */
-#define HAND_OFF_MAX (1 + AJ_RUN_ID_LEN + 1 + 2 * PATH_MAX)
-
-/* The run's part of the config, from an early watchdog's hand-off ('A'), into wd (the
- * watchdog's own copy; its strings kept in static memory, which lives until it exits). */
-static bool take_hand_off(AjSupWatchdog *wd, const char *buf, size_t n)
-{
-        static char text[HAND_OFF_MAX];
-        const char *parts[3];
-        size_t at = 1;
-        if (n < 1 || n > sizeof(text) || buf[0] != 'A')
-                return false;
-        memcpy(text, buf, n);
-        for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
-                const char *end = memchr(text + at, '\0', n - at);
-                if (!end)
-                        return false;
-                parts[i] = text + at;
-                at = (size_t)(end - text) + 1;
-        }
-        if (at != n || parts[0][0] == '\0' || parts[1][0] != '/' || parts[2][0] != '/')
-                return false;
-        wd->cfg.id = parts[0];
-        wd->cfg.run_dir = parts[1];
-        wd->cfg.runtime_dir = parts[2];
-        return true;
-}
-
 /*
  * If the supervisor is SIGKILLed, the jail dies with it (PDEATHSIG on init), but
  * its cgroup and runtime dir would stay. A tiny process outside the jail waits on
  * a socket: its end without the 'D' message means the supervisor is gone, and it cleans
  * up. An 'H' message hands it an fd to hold until it exits (aj_sup_watchdog_hold()).
- * The supervisor in turn holds a pidfd on it (watchdog_exited()). The first one is forked
- * early, before the run has anything (aj_sup_watchdog_start() with no id): it does its
- * prework, then learns the run ('A', aj_sup_watchdog_hand_off()); the supervisor's end
- * closed before that leaves it nothing to clean up.
+ * The supervisor in turn holds a pidfd on it (watchdog_exited()).
  */
-_noreturn_ static void watchdog_main(const AjSupWatchdog *parent, int rfd, int prework_fd)
+_noreturn_ static void watchdog_main(const AjSupWatchdog *wd, int rfd, int prework_fd)
 {
-        AjSupWatchdog self = *parent, *wd = &self;
         (void)prctl(PR_SET_NAME, WATCHDOG_COMM, 0, 0, 0);
         /* SIGTTOU: restoring the terminal from outside its foreground group (below). */
         static const int ignored[] = { SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGPIPE,
@@ -212,40 +176,25 @@ _noreturn_ static void watchdog_main(const AjSupWatchdog *parent, int rfd, int p
         /* Held until we exit; the kernel drops them then. */
         int held[WATCHDOG_HELD_MAX];
         size_t n_held = 0;
-        bool handed = wd->cfg.id != NULL;
         for (;;) {
-                static char buf[HAND_OFF_MAX];
-                int fds[WATCHDOG_HOLD_FDS];
-                size_t n_fds = 0;
-                ssize_t n = aj_recv_with_fds(rfd, buf, handed ? 1 : sizeof(buf), fds, ARRAY_SIZE(fds), &n_fds);
-                char c = n >= 1 ? buf[0] : 0;
-                if (!handed && n >= 1 && c == 'A') {
-                        /* The run's fds are kept open (until we exit) by not closing them. */
-                        handed = take_hand_off(wd, buf, (size_t)n);
-                        if (!handed)
-                                _exit(1); /* not the supervisor's message: it fails the start */
+                char c = 0;
+                int fd = -1;
+                ssize_t n = aj_recv_with_fd(rfd, &c, 1, &fd);
+                if (n == 1 && c == 'H' && fd >= 0 && n_held < ARRAY_SIZE(held)) {
+                        held[n_held++] = fd;
                         continue;
                 }
-                if (n == 1 && c == 'H' && n_fds == 1 && n_held < ARRAY_SIZE(held)) {
-                        held[n_held++] = fds[0];
-                        continue;
-                }
-                for (size_t i = 0; i < n_fds; i++)
-                        close(fds[i]);
+                if (fd >= 0)
+                        close(fd);
                 if (n == 1 && c == 'D')
                         _exit(0);
-                if (n == 1 && c == 'C' && handed) {
+                if (n == 1 && c == 'C') {
                         finish_removal(wd);
                         _exit(0);
                 }
                 if (n != -EBADMSG && !(n == 1 && c == 'H'))
                         break; /* the supervisor's end closed: it is gone */
         }
-        /* Gone before the hand-off: the run had nothing a watchdog removes yet (its cgroup
-         * and runtime dir come after it), and the directory it made, without run.json, is
-         * "lost" to the operator's verbs. */
-        if (!handed)
-                _exit(0);
 
         /* First, while the operator's shell may still be waiting for its terminal: the
          * supervisor may have died with it in raw mode. */
@@ -306,31 +255,6 @@ int aj_sup_watchdog_hold(AjSupWatchdog *wd, int fd)
         if (wd->fd < 0)
                 return -ENOTCONN;
         return aj_send_with_fd(wd->fd, "H", 1, fd);
-}
-
-int aj_sup_watchdog_hand_off(AjSupWatchdog *wd, const AjSupWatchdogConfig *run, const AjSupSink *events)
-{
-        if (wd->fd < 0)
-                return -ENOTCONN;
-        char buf[HAND_OFF_MAX];
-        int n = snprintf(buf, sizeof(buf), "A%s%c%s%c%s%c", run->id, '\0', run->run_dir, '\0', run->runtime_dir, '\0');
-        if (n < 0 || (size_t)n >= sizeof(buf))
-                return -ENAMETOOLONG;
-        int fds[WATCHDOG_HOLD_FDS];
-        size_t n_fds = 0;
-        for (size_t i = 0; i < ARRAY_SIZE(run->hold_fds); i++)
-                if (run->hold_fds[i] >= 0)
-                        fds[n_fds++] = run->hold_fds[i];
-        int r = aj_send_with_fds(wd->fd, buf, (size_t)n, fds, n_fds);
-        if (r < 0)
-                return r;
-        /* For a watchdog started again after a death: forked with all of it. */
-        wd->cfg.id = run->id;
-        wd->cfg.run_dir = run->run_dir;
-        wd->cfg.runtime_dir = run->runtime_dir;
-        memcpy(wd->cfg.hold_fds, run->hold_fds, sizeof(wd->cfg.hold_fds));
-        wd->events = *events;
-        return 0;
 }
 
 int aj_sup_watchdog_take_prework(AjSupWatchdog *wd)
@@ -444,14 +368,12 @@ void aj_sup_watchdog_finish(AjSupWatchdog *wd, bool cgroup_left)
 
 
 int aj_sup_watchdog_start(AjSupWatchdog *wd, const AjSupWatchdogConfig *cfg, const AjSupWatchdogOps *ops,
-                          void *userdata)
+                          void *userdata, const AjSupSink *events)
 {
         wd->cfg = *cfg;
-        wd->cfg.id = wd->cfg.run_dir = wd->cfg.runtime_dir = NULL;
-        for (size_t i = 0; i < ARRAY_SIZE(wd->cfg.hold_fds); i++)
-                wd->cfg.hold_fds[i] = -1;
         wd->ops = ops;
         wd->userdata = userdata;
+        wd->events = *events;
         return watchdog_fork(wd);
 }
 

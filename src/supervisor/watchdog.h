@@ -24,10 +24,8 @@ typedef struct {
 } AjSupWatchdogOps;
 
 typedef struct {
-        /* The run's part: borrowed; unset (NULL, -1) at aj_sup_watchdog_start(), given by
-         * aj_sup_watchdog_hand_off() once the run has them. */
-        const char *id, *run_dir, *runtime_dir;
-        int term_fd; /* the operator's terminal to restore, or -1 */
+        const char *id, *run_dir, *runtime_dir; /* borrowed */
+        int term_fd;                            /* the operator's terminal to restore, or -1 */
         /* Kept open until it exits, -1 none: the locks on the run's host ids
          * (src/host-id-pool.h), so that a killed supervisor's slot stays taken until the
          * jail's processes are killed and its cgroup is gone; the run's live.lock
@@ -62,17 +60,9 @@ typedef struct {
                 .fd = -1, .pidfd = -1, .prework_fd = -1 \
         }
 
-/* Forks it early (cfg's terminal and prework; the run's part is ignored), so that its prework
- * runs while the supervisor prepares the run: it then waits for the hand-off, and a supervisor
- * gone before that leaves it nothing to do. */
+/* Forks it: before anything exists on the host that a killed supervisor would leave behind. */
 int aj_sup_watchdog_start(AjSupWatchdog *wd, const AjSupWatchdogConfig *cfg, const AjSupWatchdogOps *ops,
-                          void *userdata);
-/* Hands it the run (run's id, run_dir, runtime_dir and hold_fds: duplicates, the caller keeps
- * its own) in one message, and the sink for the supervisor's own events about it: before
- * anything exists on the host that a killed supervisor would leave behind (the cgroup, the
- * runtime dir, the jail). 0 once the message is queued (it cleans up from then on, even if
- * we die at once), or -errno (it is gone: the start fails). */
-int aj_sup_watchdog_hand_off(AjSupWatchdog *wd, const AjSupWatchdogConfig *run, const AjSupSink *events);
+                          void *userdata, const AjSupSink *events);
 /* Its pidfd into the loop (already dead shows at the first wait). */
 int aj_sup_watchdog_watch(AjSupWatchdog *wd, AjLoop *loop);
 void aj_sup_watchdog_stop(AjSupWatchdog *wd);

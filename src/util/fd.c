@@ -34,24 +34,22 @@ int aj_write_all(int fd, const void *buf, size_t len)
         return 0;
 }
 
-int aj_send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t n_fds)
+int aj_send_with_fd(int sock, const void *buf, size_t len, int fd)
 {
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
         union {
-                char buf[CMSG_SPACE(sizeof(int) * AJ_FDS_PER_MSG_MAX)];
+                char buf[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
         } u = {};
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        if (n_fds > AJ_FDS_PER_MSG_MAX)
-                return -EINVAL;
-        if (n_fds > 0) {
+        if (fd >= 0) {
                 mh.msg_control = u.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+                mh.msg_controllen = sizeof(u.buf);
                 struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
                 c->cmsg_level = SOL_SOCKET;
                 c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+                c->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(c), &fd, sizeof(int));
         }
         for (;;) {
                 if (sendmsg(sock, &mh, MSG_NOSIGNAL) >= 0)
@@ -61,58 +59,30 @@ int aj_send_with_fds(int sock, const void *buf, size_t len, const int *fds, size
         }
 }
 
-int aj_send_with_fd(int sock, const void *buf, size_t len, int fd)
-{
-        return aj_send_with_fds(sock, buf, len, &fd, fd >= 0 ? 1 : 0);
-}
-
-ssize_t aj_recv_with_fds(int sock, void *buf, size_t len, int *ret_fds, size_t max_fds, size_t *ret_n)
+ssize_t aj_recv_with_fd(int sock, void *buf, size_t len, int *ret_fd)
 {
         struct iovec iov = { .iov_base = buf, .iov_len = len };
         union {
-                char buf[CMSG_SPACE(sizeof(int) * AJ_FDS_PER_MSG_MAX)];
+                char buf[CMSG_SPACE(sizeof(int))];
                 struct cmsghdr align;
         } u;
-        if (max_fds > AJ_FDS_PER_MSG_MAX)
-                max_fds = AJ_FDS_PER_MSG_MAX;
-        struct msghdr mh = { .msg_iov = &iov,
-                             .msg_iovlen = 1,
-                             .msg_control = u.buf,
-                             .msg_controllen = CMSG_SPACE(sizeof(int) * (max_fds ? max_fds : 1)) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
         ssize_t n;
         do
                 n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
         while (n < 0 && errno == EINTR);
-        *ret_n = 0;
+        *ret_fd = -1;
         if (n < 0)
                 return -errno;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                        for (size_t i = 0; i < k; i++) {
-                                int fd;
-                                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                                if (*ret_n < max_fds)
-                                        ret_fds[(*ret_n)++] = fd;
-                                else
-                                        close(fd);
-                        }
-                }
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+                        memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
         if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-                for (size_t i = 0; i < *ret_n; i++)
-                        close(ret_fds[i]);
-                *ret_n = 0;
+                if (*ret_fd >= 0)
+                        close(*ret_fd);
+                *ret_fd = -1;
                 return -EBADMSG;
         }
-        return n;
-}
-
-ssize_t aj_recv_with_fd(int sock, void *buf, size_t len, int *ret_fd)
-{
-        size_t n_fds = 0;
-        ssize_t n = aj_recv_with_fds(sock, buf, len, ret_fd, 1, &n_fds);
-        if (n_fds == 0)
-                *ret_fd = -1;
         return n;
 }
 

@@ -83,17 +83,9 @@ int aj_fd_set_nonblock(int fd, bool nonblock);
 /* One message on a SOCK_SEQPACKET or SOCK_DGRAM socket with one fd attached (SCM_RIGHTS;
  * none when fd < 0), retried on EINTR, no SIGPIPE: 0 or -errno. */
 int aj_send_with_fd(int sock, const void *buf, size_t len, int fd);
-/* At most this many fds in one message (aj_send_with_fds, aj_recv_with_fds). */
-#define AJ_FDS_PER_MSG_MAX 8
-/* The same with n_fds fds (0 to AJ_FDS_PER_MSG_MAX) in one message. */
-int aj_send_with_fds(int sock, const void *buf, size_t len, const int *fds, size_t n_fds);
 /* One such message: its bytes (0 at the peer's end), or -errno. *ret_fd gets the fd it
  * carried (O_CLOEXEC), or -1; one that was cut short (more bytes or fds than asked for)
  * gives -EBADMSG, with any fd it carried closed. */
 ssize_t aj_recv_with_fd(int sock, void *buf, size_t len, int *ret_fd);
-/* The same for a message with up to max_fds fds: ret_fds[0 .. *ret_n) (O_CLOEXEC); more fds
- * than that are closed, and the message is cut short (-EBADMSG, every fd closed) when the
- * kernel had to drop some. */
-ssize_t aj_recv_with_fds(int sock, void *buf, size_t len, int *ret_fds, size_t max_fds, size_t *ret_n);
 /* Close every fd >= from except those listed (used in the jail child). */
 int aj_close_all_except(int from, const int *keep, size_t n_keep);
