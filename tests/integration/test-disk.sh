@@ -174,8 +174,13 @@ umount "$SMALL_STATE"
 # for the records (records.room) still takes the breach's events, incident.json and run.json
 small "$SMALL_STATE" 64 || { fail "a small tmpfs can be mounted" "mount failed"; done_testing; exit 1; }
 export AGENTJAIL_STATE_DIR="$SMALL_STATE"
-start_jail_bg -p "$OV" --name onewrite -- /bin/sh -c \
-        'fallocate -l "$(df -B1 --output=avail . | tail -1)" big || exit 9; sleep 30'
+# One write(2) of all that is free: tmpfs's fallocate gives every page back when it fails, on
+# ENOSPC (the supervisor's records took a page after the df) or EINTR (the breach's freeze
+# arrived while it allocated: 62 MiB free again, seen once under load); a write is cut short
+# only by a fatal signal, and on ENOSPC keeps what it wrote.
+FILL='dd if=/dev/zero of=big bs="$(df -B1 --output=avail . | tail -1)" count=1 iflag=fullblock 2>/dev/null
+[ -s big ] || exit 9; echo filled; sleep 30'
+start_jail_bg -p "$OV" --name onewrite -- /bin/sh -c "$FILL"
 RUN_DIR=$(wait_run_dir 10)
 RUN_ID=${RUN_DIR##*/}
 if wait_for_output "$RUN_DIR/events.jsonl" '"type":"quarantine"' 20; then
@@ -205,8 +210,7 @@ kill_bg
 # writes supervisor.lost and the anchor in the room, which nothing had used yet.
 OV0=$(write_profile ov0 '{"extends": "default", "filesystem": {"workspace": {"mode": "overlay"}},
         "limits": {"disk_free": 0}}')
-start_jail_bg -p "$OV0" --name onewrite-lost -- /bin/sh -c \
-        'fallocate -l "$(df -B1 --output=avail . | tail -1)" big || exit 9; echo filled; sleep 30'
+start_jail_bg -p "$OV0" --name onewrite-lost -- /bin/sh -c "$FILL"
 RUN_DIR=$(wait_run_dir 10)
 RUN_ID=${RUN_DIR##*/}
 wait_for_output "$TEST_TMP/bg.out" filled 20 || fail "the unwatched filler fills the state dir" "$(cat "$TEST_TMP/bg.err")"
