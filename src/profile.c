@@ -603,6 +603,29 @@ int aj_profile_update_digest(AjProfile *p)
         return 0;
 }
 
+int aj_profile_host_programs(const AjProfile *p, char ***ret)
+{
+        _cleanup_strv_free_ char **files = NULL;
+        const AjStrList *lists[] = { &p->alert_exec, &p->rollback_exec };
+        for (size_t l = 0; l < ARRAY_SIZE(lists); l++)
+                for (size_t i = 0; i < lists[l]->n; i++) {
+                        const char *a = lists[l]->items[i];
+                        /* Not a path: no '/', or lines of a script (`sh -c`); the program
+                         * always is one. */
+                        if (!strchr(a, '/') || (i > 0 && strchr(a, '\n')))
+                                continue;
+                        size_t len = strlen(a) + 2;
+                        _cleanup_free_ char *path = malloc(len);
+                        if (!path)
+                                return -ENOMEM;
+                        snprintf(path, len, "%s%s", a[0] == '/' ? "" : "/", a);
+                        if (!aj_strv_contains(files, path) && aj_strv_push(&files, path) < 0)
+                                return -ENOMEM;
+                }
+        *ret = TAKE_PTR(files);
+        return 0;
+}
+
 void aj_profile_free(AjProfile *p)
 {
         if (!p)

@@ -217,6 +217,34 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(err.message);
 }
 
+/* The files a profile has the host run: alert.exec's and rollback.exec's program and every
+ * argument that is a path (a relative one from "/", where they start), each once; not a word
+ * without '/' nor a script's lines. */
+Test(profile, host_programs)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/opt/hooks/alert.sh\", \"-v\", \"etc/x.conf\"]},"
+                                 " \"rollback\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv\\n./undo\","
+                                 " \"/opt/hooks/alert.sh\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_assert_not_null(files);
+        cr_expect_str_eq(files[0], "/opt/hooks/alert.sh");
+        cr_expect_str_eq(files[1], "/etc/x.conf");
+        cr_expect_str_eq(files[2], "/bin/sh");
+        cr_expect_null(files[3]);
+        aj_strv_free(files);
+        aj_profile_free(p);
+        r = aj_profile_parse("{}", NULL, &p, &err);
+        cr_assert(r >= 0);
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_expect_null(files, "none: NULL");
+        aj_profile_free(p);
+}
+
 Test(profile, allow_sensitive_accepted_and_validated)
 {
         AjProfile *p = NULL;
