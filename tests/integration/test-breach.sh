@@ -305,7 +305,7 @@ is "$(events_of log.truncated | jq -r '"\(.stream) \(.limit)"')" "alert 4096" \
 
 # --- the alert command runs on the host as agentjail's user: a profile that binds its
 # directory rw gave the agent a rewrite of it, and its own breach ran the agent's script as
-# root. The program (and every path among its arguments, rollback.exec's too) is refused
+# root. The program (and the script an interpreter runs, rollback.exec's too) is refused
 # writable like the profile's own file.
 HOOKS=$TEST_TMP/hooks
 mkdir -p "$HOOKS"
