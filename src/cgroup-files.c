@@ -98,9 +98,12 @@ int aj_cg_read_keyed(AjCgDir dir, const char *file, const char *key, uint64_t *r
         return r < 0 ? r : aj_cgroup_parse_keyed(s, key, ret);
 }
 
-/* A kept counter file, from its start. A cgroup file is a seq file that hands out its whole
- * text (one record) in a read that has room for it: a short read is its end, and the read
- * of the EOF that aj_read_fd() adds is not needed. */
+/* A kept counter file, from its start. A cgroup file is a seq file: one read hands out what
+ * fits in its buffer (a page; more for a single record that needs it), whole records only, so
+ * a read that returns less than asked is the end only when the text so far is under half a
+ * page (the next record, a counter's line, would have fitted). Past that (cgroup.threads of a
+ * few hundred threads) it reads on to the EOF: a short read there is only the page's end. */
+#define KEPT_SHORT_END 2048
 static int read_kept(int fd, char **ret)
 {
         size_t cap = 4096, len = 0;
@@ -108,21 +111,23 @@ static int read_kept(int fd, char **ret)
         if (!buf)
                 return -ENOMEM;
         for (;;) {
+                if (len == cap) {
+                        if (cap >= CG_FILE_MAX)
+                                return -EFBIG;
+                        char *grown = realloc(buf, cap * 2 + 1);
+                        if (!grown)
+                                return -ENOMEM;
+                        buf = grown;
+                        cap *= 2;
+                }
                 ssize_t n = pread(fd, buf + len, cap - len, (off_t)len);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return -errno;
                 len += (size_t)n;
-                if (len < cap)
+                if (n == 0 || (len < cap && len < KEPT_SHORT_END))
                         break;
-                if (cap >= CG_FILE_MAX)
-                        return -EFBIG;
-                char *grown = realloc(buf, cap * 2 + 1);
-                if (!grown)
-                        return -ENOMEM;
-                buf = grown;
-                cap *= 2;
         }
         buf[len] = 0;
         *ret = TAKE_PTR(buf);

@@ -565,8 +565,10 @@ static int setup_meter_and_broker(Run *run)
  * config dirs and binary. */
 static int build_sensitive(Run *run, const char *exe, const char *host_home, AjSensitiveList *ret)
 {
-        _cleanup_strv_free_ char **dirs = NULL;
+        _cleanup_strv_free_ char **dirs = NULL, **programs = NULL;
         int r = aj_profile_search_path(&dirs);
+        if (r >= 0)
+                r = aj_profile_host_programs(run->profile, &programs);
         if (r < 0)
                 return r;
         const char *xdg = getenv("XDG_CONFIG_HOME"), *eval_scratch = getenv(AJ_EVAL_SCRATCH_ENV);
@@ -584,6 +586,7 @@ static int build_sensitive(Run *run, const char *exe, const char *host_home, AjS
                 .exe = exe,
                 .config_dirs = dirs,
                 .profile_files = run->profile->files,
+                .host_programs = programs,
                 .passwd = "/etc/passwd",
                 .home_root = "/home",
                 /* A case of `agentjail eval`: its scratch root is agentjail's, but for the case's

@@ -603,6 +603,41 @@ int aj_profile_update_digest(AjProfile *p)
         return 0;
 }
 
+/* `a` as a path from "/" (where the commands start) into files, once; not a path (no '/', or
+ * a script's lines: `sh -c`): nothing. */
+static int push_host_path(char ***files, const char *a)
+{
+        if (!strchr(a, '/') || strchr(a, '\n'))
+                return 0;
+        size_t len = strlen(a) + 2;
+        _cleanup_free_ char *path = malloc(len);
+        if (!path)
+                return -ENOMEM;
+        snprintf(path, len, "%s%s", a[0] == '/' ? "" : "/", a);
+        return aj_strv_contains(*files, path) ? 0 : aj_strv_push(files, path);
+}
+
+int aj_profile_host_programs(const AjProfile *p, char ***ret)
+{
+        _cleanup_strv_free_ char **files = NULL;
+        const AjStrList *lists[] = { &p->alert_exec, &p->rollback_exec };
+        for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+                const AjStrList *argv = lists[l];
+                int r = argv->n ? push_host_path(&files, argv->items[0]) : 0;
+                /* The script an interpreter runs: its first operand. Those after it (a
+                 * rollback handler's database) are its data, the agent's to write. */
+                size_t i = 1;
+                while (i < argv->n && argv->items[i][0] == '-')
+                        i++;
+                if (r >= 0 && i < argv->n)
+                        r = push_host_path(&files, argv->items[i]);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(files);
+        return 0;
+}
+
 void aj_profile_free(AjProfile *p)
 {
         if (!p)

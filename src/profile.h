@@ -226,6 +226,13 @@ int aj_profile_find(const char *name_or_path, char **ret_path, AjError *err);
 /* Load the file at `path` whatever its name looks like (`profile check FILE`). */
 int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err);
 
+/* The files the profile has the host run, as agentjail's user (root, as a rule): alert.exec's
+ * and rollback.exec's program and its first operand (the script an interpreter runs: `sh
+ * FILE`, `python3 HANDLER`), as paths from "/" where they start, so that no jail is handed
+ * one writable (src/sensitive.h host_programs). Not a path (no '/', a script's lines):
+ * none. NULL: none. */
+int aj_profile_host_programs(const AjProfile *p, char ***ret);
+
 /* Parse one JSON text as a profile. `extends` is resolved through the search path. */
 int aj_profile_parse(const char *text, const char *file, AjProfile **ret, AjError *err);
 

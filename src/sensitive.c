@@ -377,15 +377,21 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
         for (char *const *f = src->profile_files; f && *f; f++)
                 if ((*f)[0] == '/' && (r = list_add(&l, *f, "the run's profile file", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
-        /* Under an eval, every case's profile files and fixture: a case's agent rewrote a later
-         * case's. */
+        /* What its alert.exec and rollback.exec run on the host: the agent rewrote its alert
+         * script, which its own breach then ran as root. */
+        for (char *const *f = src->host_programs; f && *f; f++)
+                if ((*f)[0] == '/' && (r = list_add(&l, *f, "a program the run's profile runs on the host",
+                                                    AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                        return r;
+        /* Under an eval, every case's profile files, host programs and fixture: a case's agent
+         * rewrote a later case's. */
         for (const char *line = src->eval_inputs; line && *line;) {
                 const char *end = strchrnul(line, '\n');
                 if (line[0] == '/') {
                         _cleanup_free_ char *f = strndup(line, (size_t)(end - line));
                         if (!f)
                                 return -ENOMEM;
-                        r = list_add(&l, f, "agentjail eval's input (a case's profile or fixture)",
+                        r = list_add(&l, f, "agentjail eval's input (a case's profile, fixture or host program)",
                                      AJ_PLACE_AGENTJAIL_CODE, mi);
                         if (r < 0)
                                 return r;

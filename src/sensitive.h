@@ -119,8 +119,11 @@ typedef struct {
         const char *exe;            /* this executable (may be NULL) */
         char *const *config_dirs;   /* profile search dirs and config dirs (NULL-terminated) */
         char *const *profile_files; /* the files the run's profile was loaded from (NULL-terminated, may be NULL) */
-        const char *passwd;         /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
-        const char *home_root;      /* each directory in it is a home: "/home"; NULL: none */
+        /* The files its profile has the host run (aj_profile_host_programs(): alert.exec's and
+         * rollback.exec's): written by the agent, its code ran on the host as root. */
+        char *const *host_programs;
+        const char *passwd;    /* passwd file for the other home dirs: "/etc/passwd"; NULL: none */
+        const char *home_root; /* each directory in it is a home: "/home"; NULL: none */
         /* Under `agentjail eval` (AJ_EVAL_SCRATCH_ENV): its scratch root, agentjail's own for
          * the eval; under `agentjail replay`: its own scratch root (AjRunOptions.scratch_root;
          * inside an eval case's dir when the eval replays); and the run's own workspace in

@@ -41,7 +41,8 @@ typedef struct {
 
 typedef struct {
         const AjEvalSuite *suite;
-        char **profile_errors; /* per case: why its profile was not found (it never runs), or NULL */
+        char **profile_errors; /* per case: why its profile was not found or did not load when the
+                                * suite started (it never runs), or NULL */
         AjEvalResult *results;
         AjPaths paths;
         char self[PATH_MAX];

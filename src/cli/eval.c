@@ -713,13 +713,17 @@ static int push_input(char ***files, const char *path)
         return strchr(path, '\n') ? -EINVAL : aj_strv_push(files, path);
 }
 
-/* The files every case's profile is loaded from (its extends chain too) and every case's
- * fixture, told to each case's run (AJ_EVAL_INPUTS_ENV), which refuses to mount any of them
- * writable: a case's run loads its profile and gets its fixture's copy when it starts, after
- * the cases before it, and an agent with a writable bind of another case's profile wrote it
- * an alert.exec that ran on the host as root (of its fixture: its starting state). A profile
- * that does not load here is left for its run to refuse. -1 when it cannot be told (said). */
-static int protect_inputs(const AjEvalSuite *su)
+/* The files every case's profile is loaded from (its extends chain too), those it has the
+ * host run (aj_profile_host_programs(): its alert command's) and every case's fixture, told
+ * to each case's run (AJ_EVAL_INPUTS_ENV), which refuses to mount any of them writable: a
+ * case's run loads its profile and gets its fixture's copy when it starts, after the cases
+ * before it, and an agent with a writable bind of another case's profile (or alert script)
+ * wrote it an alert.exec that ran on the host as root (of its fixture: its starting state).
+ * A case whose profile does not load here gets its error in profile_errors[i] and never
+ * runs: its files are not known, so they could not be protected, and an earlier case's agent
+ * wrote the file its extends chain lacked (or the profile itself, left unprotected), which
+ * its run then loaded. -1 when it cannot be told (said). */
+static int protect_inputs(const AjEvalSuite *su, char **profile_errors)
 {
         _cleanup_(aj_strv_freep) char **files = NULL;
         for (size_t i = 0; i < su->n_cases; i++) {
@@ -727,8 +731,17 @@ static int protect_inputs(const AjEvalSuite *su)
                 _cleanup_(aj_error_clear) AjError err = {};
                 AjProfile *p = NULL;
                 int r = c->fixture ? push_input(&files, c->fixture) : 0;
-                if (r >= 0 && c->profile && c->profile[0] == '/' && aj_profile_load_file(c->profile, &p, &err) >= 0) {
-                        for (char **f = p->files; r >= 0 && f && *f; f++)
+                /* A profile not found has its error already (resolve_profiles()). */
+                if (r >= 0 && c->profile && !profile_errors[i]) {
+                        _cleanup_strv_free_ char **programs = NULL;
+                        if ((r = aj_profile_load_file(c->profile, &p, &err)) < 0)
+                                r = aj_asprintf(&profile_errors[i], "profile: %s", aj_error_text(&err, r)) < 0 ? -ENOMEM
+                                                                                                               : 0;
+                        else
+                                r = aj_profile_host_programs(p, &programs);
+                        for (char **f = p ? p->files : NULL; r >= 0 && f && *f; f++)
+                                r = push_input(&files, *f);
+                        for (char **f = programs; r >= 0 && f && *f; f++)
                                 r = push_input(&files, *f);
                         aj_profile_free(p);
                 }
@@ -800,7 +813,7 @@ static int eval_prepare(Eval *e)
                 cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
                 return -1;
         }
-        if (protect_inputs(e->suite) < 0)
+        if (protect_inputs(e->suite, e->profile_errors) < 0)
                 return -1;
         for (size_t i = 0; i < e->suite->n_cases; i++)
                 e->results[i].exit_status = -1;

@@ -303,4 +303,26 @@ is "$(stat -c %s "$JAIL_RUN_DIR/alert.log")" 4096 "alert.log stops at logs.outpu
 is "$(events_of log.truncated | jq -r '"\(.stream) \(.limit)"')" "alert 4096" \
         "log.truncated says alert.log was cut, once"
 
+# --- the alert command runs on the host as agentjail's user: a profile that binds its
+# directory rw gave the agent a rewrite of it, and its own breach ran the agent's script as
+# root. The program (and the script an interpreter runs, rollback.exec's too) is refused
+# writable like the profile's own file.
+HOOKS=$TEST_TMP/hooks
+mkdir -p "$HOOKS"
+printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
+chmod 0755 "$HOOKS/alert.sh"
+PHK=$(write_profile hook-rw '{"extends": "default", "meters": {"tokens": 5000}, "on_breach": "kill",
+        "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]}, "alert": {"exec": ["'"$HOOKS/alert.sh"'"], "timeout": "5s"}}')
+run_jail -p "$PHK" -- /bin/sh -c "printf '#!/bin/sh\nid -u >$TEST_TMP/agent-on-host\n' >/mnt/hooks/alert.sh;
+        python3 ./client.py tokens 100 1000 500; sleep 1"
+ok "the agent's rewrite of the alert command never runs on the host" test ! -e "$TEST_TMP/agent-on-host" || jail_diag
+is "$JAIL_RC" 125 "a run binding its alert command's directory rw is refused" || jail_diag
+like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it contains '$HOOKS/alert.sh', a program the run's profile runs on the host" \
+        "the refusal names the program" || jail_diag
+PHS=$(write_profile hook-arg-rw '{"extends": "default", "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]},
+        "rollback": {"exec": ["/bin/sh", "'"${HOOKS#/}/alert.sh"'"]}}')
+run_jail -p "$PHS" -- true
+like "$JAIL_ERR" "refusing '$HOOKS': it contains '$HOOKS/alert.sh', a program the run's profile runs on the host" \
+        "a script rollback.exec's interpreter runs (a path from /, where it starts) is refused the same" || jail_diag
+
 done_testing

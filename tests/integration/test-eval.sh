@@ -100,7 +100,7 @@ t0=$(date +%s)
 eval_run "$TEST_TMP/mixed.json" -j 2 --junit "$TEST_TMP/mixed.xml"
 t1=$(date +%s)
 is "$EVAL_RC" 1 "a suite with failing cases exits 1" || eval_diag
-like "$EVAL_OUT" 'mixed: 4 passed, 8 failed, 1 errors' "the table sums up 4 passed, 8 failed, 1 error"
+like "$EVAL_OUT" 'mixed: 4 passed, 7 failed, 2 errors' "the table sums up 4 passed, 7 failed, 2 errors"
 like "$(row writes)" '^writes +pass ' "a directory fixture is copied into the case's workspace"
 like "$(row unpacks)" '^unpacks +pass ' "a tarball fixture is unpacked into the case's workspace"
 like "$(row denied)" '^denied +pass ' "a tool.verdict deny for a named tool is found in the run's chain"
@@ -115,8 +115,8 @@ like "$(row denied-unexpected)" \
         'fail .* events\[0\]: 1 tool\.verdict with verdict "deny", expected none$' "an event that must be absent fails"
 like "$(row over-budget)" 'fail .* usage\.tokens: 500 used, at most 100 allowed$' "a usage bound fails"
 like "$(row slow)" '^slow +fail .* timed out after 2s$' "a case past its timeout fails as timed out"
-like "$(row refused)" "^refused +fail +[0-9.]+s +- +exit status 125, expected 0: .*refused-by-agentjail.*no_such_key" \
-        "agentjail's own failure is the reason, and there is no run"
+like "$(row refused)" "^refused +error +[0-9.]+s +- +profile: .*refused-by-agentjail.*no_such_key" \
+        "a profile that does not load when the suite starts: an error, the reason, and no run"
 is "$(fixture_digest "$FX/dir")" "$(cd "$TEST_TMP" && mkdir -p chk/sub && echo "from the dir" >chk/sub/note.txt &&
         fixture_digest chk)" "the case that removed a file left the fixture alone"
 is "$(ls -A "$TMPDIR")" "" "every case's scratch workspace is removed"
@@ -175,12 +175,12 @@ for tc in suite.findall("testcase"):
           "run" if out is not None and out.text.startswith("run ") else "norun")
 PY
 J=$(python3 "$TEST_TMP/junit.py" "$TEST_TMP/mixed.xml" 2>&1)
-like "$J" $'^suite mixed 13 8 1\n' "JUnit: the testsuite counts 13 tests, 8 failures, 1 error" || diag "$J"
+like "$J" $'^suite mixed 13 7 2\n' "JUnit: the testsuite counts 13 tests, 7 failures, 2 errors" || diag "$J"
 like "$J" $'\nwrites ok  run\n' "JUnit: a passing testcase has no failure and names its run"
 like "$J" $'\nwrong-exit FAIL exit status 3, expected 0 run\n' "JUnit: a failing testcase's failure message is the reason"
 like "$J" $'\nover-budget FAIL usage.tokens: 500 used, at most 100 allowed run' "JUnit: the usage failure's message"
 like "$J" $'\nbad-fixture ERROR fixture: tar exited 2: [^\n]* norun' "JUnit: a case that could not run is an error"
-like "$J" $'\nrefused FAIL exit status 125, expected 0: [^\n]* norun' "JUnit: a case without a run has no run line"
+like "$J" $'\nrefused ERROR profile: [^\n]* norun' "JUnit: a case without a run has no run line"
 
 # -j 2 runs two cases at once: two 2-second sleeps take about 2 seconds, not 4.
 cat >"$TEST_TMP/pair.json" <<'EOF'
@@ -426,19 +426,25 @@ like "$(row not-found)" '^not-found +error +[0-9.]+s +- +profile: profile "no-su
 # cases before it: a case whose profile binds the directory of a later case's profile rw had
 # its agent write that profile (an alert.exec that ran on the host as root, the later case's
 # verdict), or a file of its extends chain, or the later case's fixture (its starting state).
-# Every case's profile files and fixture are refused as writable to every case's run.
+# Every case's profile files, alert command and fixture are refused as writable to every
+# case's run.
 REPO=$TEST_TMP/prepo
-mkdir -p "$REPO/base" "$REPO/fx"
+mkdir -p "$REPO/base" "$REPO/fx" "$REPO/hooks"
 printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "the-operators"}}}' >"$REPO/base/chain.json"
-printf '%s\n' "{\"extends\": \"$REPO/base/chain.json\"}" >"$REPO/later.json"
+printf '#!/bin/sh\ncat >/dev/null\n' >"$REPO/hooks/alert.sh"
+chmod 0755 "$REPO/hooks/alert.sh"
+printf '%s\n' "{\"extends\": \"$REPO/base/chain.json\", \"alert\": {\"exec\": [\"$REPO/hooks/alert.sh\"]}}" \
+        >"$REPO/later.json"
 echo unsolved >"$REPO/fx/state.txt"
 PW=$(write_profile evalwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/base:/mnt/base\"]}}")
 PF=$(write_profile evalfxwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/fx:/mnt/fx\"]}}")
+PH=$(write_profile evalhookwriter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$REPO/hooks:/mnt/hooks\"]}}")
 cat >"$TEST_TMP/rewrite.json" <<EOF
 { "cases": [
     { "name": "writer", "profile": "$PW",
       "command": ["sh", "-c", "echo '{\"extends\": \"default\", \"env\": {\"set\": {\"WHOSE\": \"planted\"}}}' >/mnt/base/chain.json"] },
     { "name": "fxwriter", "profile": "$PF", "command": ["sh", "-c", "echo solved >/mnt/fx/state.txt"] },
+    { "name": "hookwriter", "profile": "$PH", "command": ["sh", "-c", "echo 'id -u >/tmp/on-host' >>/mnt/hooks/alert.sh"] },
     { "name": "later", "profile": "$REPO/later.json", "fixture": "$REPO/fx",
       "command": ["sh", "-c", "echo \"\$WHOSE\" > whose.txt"],
       "expect": { "files": [ { "path": "whose.txt", "equals": "the-operators\n" },
@@ -454,7 +460,31 @@ like "$(jq -r '"\(.cases[1].result) \(.cases[1].failures[0])"' <<<"$EVAL_OUT" 2>
         "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$REPO/fx': it is '$REPO/fx'" \
         "a case binding a later case's fixture rw is refused too" || eval_diag
 is "$(cat "$REPO/fx/state.txt")" unsolved "the fixture is as the operator left it"
-is "$(jq -r '.cases[2].result' <<<"$EVAL_OUT" 2>&1)" pass "the later case runs under the operator's profile, from its fixture" ||
+like "$(jq -r '"\(.cases[2].result) \(.cases[2].failures[0])"' <<<"$EVAL_OUT" 2>&1)" \
+        "^fail exit status 125, expected 0: .*filesystem.rw: refusing '$REPO/hooks': it contains '$REPO/hooks/alert.sh" \
+        "a case binding the directory of a later case's alert command rw is refused too" || eval_diag
+is "$(cat "$REPO/hooks/alert.sh")" "$(printf '#!/bin/sh\ncat >/dev/null')" "the alert command is as the operator left it"
+is "$(jq -r '.cases[3].result' <<<"$EVAL_OUT" 2>&1)" pass "the later case runs under the operator's profile, from its fixture" ||
+        eval_diag
+
+# ---- a case's profile that does not load when the suite starts has no files eval can tell
+# the runs to protect: an earlier case's agent wrote the file its extends chain lacked (or the
+# profile itself), and the later case ran under the agent's profile. Such a case is an
+# error, never run, like a profile found nowhere.
+BREPO=$TEST_TMP/brepo
+mkdir -p "$BREPO"
+printf '%s\n' "{\"extends\": \"$BREPO/base.json\"}" >"$BREPO/later.json"
+PB=$(write_profile evalplanter "{\"extends\": \"default\", \"filesystem\": {\"rw\": [\"$BREPO:/mnt/b\"]}}")
+cat >"$TEST_TMP/broken.json" <<EOF
+{ "cases": [
+    { "name": "planter", "profile": "$PB",
+      "command": ["sh", "-c", "echo '{\"extends\": \"default\", \"env\": {\"set\": {\"WHOSE\": \"planted\"}}}' >/mnt/b/base.json"] },
+    { "name": "broken", "profile": "$BREPO/later.json", "command": ["sh", "-c", "echo \"\$WHOSE\" > whose.txt"] } ] }
+EOF
+eval_run "$TEST_TMP/broken.json" --json
+like "$(jq -r '"\(.cases[1].result) \(.cases[1].run) \(.cases[1].error)"' <<<"$EVAL_OUT" 2>&1)" \
+        "^error null profile: .*base.json" \
+        "a case whose profile does not load when the suite starts never runs (an earlier case planted its base)" ||
         eval_diag
 
 # ---- bad suites: 125, FILE:LINE:COL and the key

@@ -1044,6 +1044,69 @@ Test(cgroup_live, kept_counters_read_now_and_go_with_the_removal)
         aj_strv_free(paths);
 }
 
+static void *pause_thread(void *arg)
+{
+        (void)arg;
+        for (;;)
+                pause();
+        return NULL;
+}
+
+/* `arg` (a size_t) threads, each waiting. */
+static void many_threads(void *arg)
+{
+        pthread_attr_t a;
+        if (pthread_attr_init(&a) != 0 || pthread_attr_setstacksize(&a, 64 * 1024) != 0)
+                _exit(4);
+        for (size_t i = 0; i < *(size_t *)arg; i++) {
+                pthread_t t;
+                if (pthread_create(&t, &a, pause_thread, NULL) != 0)
+                        _exit(4);
+        }
+        for (;;)
+                pause();
+}
+
+static size_t lines_of(const char *s)
+{
+        size_t n = 0;
+        for (; *s; s++)
+                n += *s == '\n';
+        return n;
+}
+
+/* A kept counter longer than a page (cgroup.threads of 1500 threads: a seq file hands out a
+ * page a read, short of what was asked) is read whole, not cut at its first page. */
+Test(cgroup_live, kept_counter_past_a_page_is_read_whole)
+{
+        live_create("keep-long", &(AjCgroupLimits){ 0 });
+        size_t threads = 1500;
+        int go;
+        pid_t pid = spawn_waiting(many_threads, &threads, &go);
+        attach_and_go(pid, go);
+        AjCgDir d = aj_cg_v2(live_cg);
+        char *whole = NULL;
+        for (int tries = 0; tries < 15000; tries++) { /* 30 s at most */
+                free(whole);
+                whole = NULL;
+                cr_assert_eq(aj_cg_read(d, "cgroup.threads", &whole), 0);
+                if (lines_of(whole) == threads + 1)
+                        break;
+                sleep_ms(2);
+        }
+        cr_assert_eq(lines_of(whole), threads + 1);
+        cr_assert_gt(strlen(whole), 4096);
+        char *kept = NULL;
+        live_cg->keeping = true;
+        cr_assert_eq(aj_cg_counter(live_cg, d, "cgroup.threads", &kept), -EAGAIN);
+        live_cg->keeping = false;
+        cr_assert_eq(aj_cg_counter(live_cg, d, "cgroup.threads", &kept), 0);
+        cr_assert_eq(lines_of(kept), threads + 1, "read through the kept fd: %zu bytes of %zu", strlen(kept),
+                     strlen(whole));
+        free(kept);
+        free(whole);
+}
+
 /* A kill racing the run's own clean-up: the cgroup is removed (its supervisor saw the jail
  * end) while `agentjail kill` holds it open, and the kill finds it gone: nothing is left, so
  * the kill has done its job (it failed "No such device", and the operator saw the kill fail). */

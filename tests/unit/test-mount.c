@@ -1072,6 +1072,27 @@ Test(mount, sensitive_eval_inputs, PURE)
         aj_sensitive_list_done(&l);
 }
 
+/* The files the run's profile has the host run (its alert command) are agentjail's code to the
+ * run: a rw bind of their directory had the agent rewrite the script its breach ran as root. */
+Test(mount, sensitive_host_programs, PURE)
+{
+        AjSensitiveList l = { 0 };
+        cr_assert_eq(mkdir(P("/hooks"), 0755), 0);
+        char *programs[] = { P("/hooks/alert.sh"), "relative.sh", NULL };
+        AjSensitiveSources src = { .host_programs = programs };
+        cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
+        size_t at = l.n;
+        for (size_t i = 0; i < l.n; i++)
+                if (l.items[i].rule == AJ_PLACE_AGENTJAIL_CODE && streq(l.items[i].path, P("/hooks/alert.sh")))
+                        at = i;
+        cr_assert_lt(at, l.n, "the alert command is a place");
+        cr_expect_str_eq(l.items[at].what, "a program the run's profile runs on the host");
+        cr_expect_eq(aj_sensitive_check(P("/hooks"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED);
+        cr_expect_eq(aj_sensitive_check(P("/hooks"), NULL, AJ_ACCESS_READ, &l, NULL, NULL), AJ_SENSITIVE_NONE,
+                     "read-only: it is run, not written");
+        aj_sensitive_list_done(&l);
+}
+
 /* The shared lstat walk (the fast way) must give what the slow way (realpath, then an fd's
  * chain) gives, for every kind of path: symlinks relative and absolute, chained, to a
  * missing target, a file with a path below it, missing tails, a mount point, a bind

@@ -217,6 +217,42 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(err.message);
 }
 
+/* The files a profile has the host run: alert.exec's and rollback.exec's program and its first
+ * operand (the script an interpreter runs; a relative one from "/", where they start), each
+ * once; not the operands after it (a handler's data), nor a word without '/' or a script's
+ * lines. */
+Test(profile, host_programs)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-e\", \"opt/hooks/alert.sh\", \"/x/data\"]},"
+                                 " \"rollback\": {\"exec\": [\"/usr/bin/python3\", \"/opt/crm/undo.py\","
+                                 " \"/work/db.json\", \"undo\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_assert_not_null(files);
+        cr_expect_str_eq(files[0], "/bin/sh");
+        cr_expect_str_eq(files[1], "/opt/hooks/alert.sh");
+        cr_expect_str_eq(files[2], "/usr/bin/python3");
+        cr_expect_str_eq(files[3], "/opt/crm/undo.py");
+        cr_expect_null(files[4], "a handler's data is not its code: %s", files[4]);
+        aj_strv_free(files);
+        aj_profile_free(p);
+        r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv\\n./notify\"]}}", NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_expect(files && streq(files[0], "/bin/sh") && !files[1], "a script's lines are no path");
+        aj_strv_free(files);
+        aj_profile_free(p);
+        r = aj_profile_parse("{}", NULL, &p, &err);
+        cr_assert(r >= 0);
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_expect_null(files, "none: NULL");
+        aj_profile_free(p);
+}
+
 Test(profile, allow_sensitive_accepted_and_validated)
 {
         AjProfile *p = NULL;
