@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "agentjail/broker.h"
 #include "meter.h"
@@ -64,11 +65,19 @@ static const char *gate_match(const AjRollbackGate *g, const char *name)
 
 /* Gated when approvals.tools matches the call's tool or the tool the undo record names:
  * undoing a gated action is as consequential as doing it. A call whose tool is not known
- * (a result without its request) is gated whenever the profile gates anything. */
+ * (a result without its request), or an undo record whose tool cannot be told, is gated
+ * whenever the profile gates anything. */
 static void step_gate(AjRollbackStep *s, const AjRollbackGate *g)
 {
         s->gate = gate_match(g, s->tool) ?: gate_match(g, s->undo_tool);
-        s->gated = s->gate || (!s->tool && g->n_patterns > 0);
+        s->gated = s->gate || ((!s->tool || s->undo_tool_unclear) && g->n_patterns > 0);
+}
+
+const char *aj_rollback_step_gate_text(const AjRollbackStep *s)
+{
+        if (s->gate)
+                return s->gate;
+        return s->tool ? "the undo record's tool not known" : "tool not known";
 }
 
 /* Why a journal entry with an undo record is not a step (NULL: it is one). */
@@ -125,14 +134,25 @@ static const char *undo_object_text(json_t *c)
 }
 
 /* The undo record's own "tool" (NULL: none, or not a string), a new string; -EINVAL when
- * the record is not JSON text. */
-static int undo_tool_of(const char *undo, char **ret)
+ * the record is not JSON text. *ret_unclear: the record names a tool the gate cannot read as
+ * the handler may: a "tool" that is not a string, or a member "tool" in other letter case
+ * ("Tool", "TOOL"), which a handler matching names ignoring case reads as its tool (Go's
+ * encoding/json: {"tool": "notes.undo", "Tool": "pay.refund"} decodes as pay.refund, the last
+ * match winning; the broker refuses duplicates, not other spellings). */
+static int undo_tool_of(const char *undo, char **ret, bool *ret_unclear)
 {
         json_auto_t *v = json_loads(undo, JSON_DECODE_ANY, NULL);
         if (!v)
                 return -EINVAL;
+        const char *key;
+        json_t *m;
+        bool unclear = false;
+        json_object_foreach (v, key, m)
+                if (strcasecmp(key, "tool") == 0 && (!streq(key, "tool") || !json_is_string(m)))
+                        unclear = true;
         const char *tool = json_string_value(json_object_get(v, "tool"));
         *ret = tool ? strdup(tool) : NULL;
+        *ret_unclear = unclear;
         return tool && !*ret ? -ENOMEM : 0;
 }
 
@@ -187,7 +207,8 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         return aj_error_set(err, -EINVAL, "journal entry %zu: its arguments are not JSON text", i);
                 }
                 char *undo_tool = NULL;
-                int r = undo_tool_of(undo, &undo_tool);
+                bool unclear = false;
+                int r = undo_tool_of(undo, &undo_tool, &unclear);
                 if (r < 0) {
                         plan_fail(p, 0);
                         return r == -ENOMEM ? r
@@ -201,6 +222,7 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         .call_id = id,
                         .tool = json_string_value(json_object_get(c, "gen_ai.tool.name")),
                         .undo_tool = undo_tool,
+                        .undo_tool_unclear = unclear,
                         .status = json_string_value(json_object_get(c, "status")),
                         .args = json_string_value(args),
                         .undo = undo,

@@ -396,7 +396,7 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
                 _cleanup_free_ char *undo = shown_undo(s->undo, held ? SIZE_MAX : PLAN_UNDO_MAX);
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
-                         s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
+                         s->gate ? "approvals.tools '" : "", aj_rollback_step_gate_text(s), s->gate ? "'" : "",
                          SHOWN(s->call_id));
                 print_step(s, held                               ? gate
                               : s->action == AJ_ROLLBACK_APPLIED ? "(the chain has it applied)"
@@ -439,7 +439,7 @@ static void print_outcome(const AjRollbackStep *s, const AjRollbackOutcome *o, j
         snprintf(t, sizeof(t), "%.1fs", (double)o->duration_ns / 1e9);
         if (o->result == AJ_ROLLBACK_HELD_BACK)
                 snprintf(what, sizeof(what), "held: approval-gated (%s), not run: --approve %s",
-                         s->gate ?: "tool not known", SHOWN(s->call_id));
+                         aj_rollback_step_gate_text(s), SHOWN(s->call_id));
         else if (o->result == AJ_ROLLBACK_ERROR)
                 snprintf(what, sizeof(what), "error: cannot run the handler: %s", strerror(-o->error));
         else if (o->result == AJ_ROLLBACK_TIMEOUT)

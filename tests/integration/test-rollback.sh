@@ -170,6 +170,41 @@ aj inspect "$B" --json
 is "$(jq -r '[.rollback.steps[] | "\(.call_id):\(.result)"] | join(" ")' <<<"$OUT")" "c-3:ok c-2:ok c-1:ok c-0:ok" \
         "run.json: each step's last outcome" || op_diag
 
+# ------------------------------------------------------------------ an undo's tool spelt otherwise
+# The handler here reads the undo record's tool as Go's encoding/json does (member names
+# matched ignoring case, the last match winning): {"tool": "crm.delete", "Tool": "crm.restore"}
+# is crm.restore to it, a gated tool, while the gate read crm.delete and ran the step unasked.
+CASE_LOG=$TEST_TMP/case-handler.log
+cat >"$TEST_TMP/case-handler.py" <<'PY'
+import json, sys
+step = json.load(sys.stdin)
+tool = None
+for key, value in step["undo"].items():
+    if key.lower() == "tool":
+        tool = value
+with open(sys.argv[1], "a") as f:
+    f.write(f"{tool} {step['call_id']}\n")
+PY
+PROFILE_C=$(write_profile rollback-c '{
+  "extends": "default",
+  "approvals": {"tools": ["crm.restore"]},
+  "rollback": {"exec": ["/usr/bin/python3", "'"$TEST_TMP/case-handler.py"'", "'"$CASE_LOG"'"]}
+}')
+run_jail -p "$PROFILE_C" --name rb-case -- /bin/sh -c '
+        agentjail meter tool crm.create --id c-1 --args "{\"id\": \"r1\"}" >/dev/null &&
+        agentjail meter result c-1 --status ok --undo "{\"tool\": \"crm.delete\", \"Tool\": \"crm.restore\", \"arguments\": {\"id\": \"r1\"}}" >/dev/null'
+is "$JAIL_RC" 0 "the agent reports an undo record naming its tool twice, in two spellings" || jail_diag
+C=$JAIL_RUN_ID
+aj rollback "$C" --dry-run
+like "$OUT" "1/1 +c-1 +crm.create +held +approval-gated \(the undo record's tool not known\): --approve c-1" \
+        "--dry-run: an undo record whose tool is spelt otherwise is held" || op_diag
+aj rollback "$C" --apply
+is "$RC" 1 "--apply without --approve: the step is held (exit 1)" || op_diag
+ok "the handler did not run the gated tool unapproved" test ! -e "$CASE_LOG"
+aj rollback "$C" --apply --approve c-1
+is "$RC" 0 "--approve c-1 runs it" || op_diag
+is "$(cat "$CASE_LOG" 2>/dev/null)" "crm.restore c-1" "what the operator approved: the handler's crm.restore"
+
 # ------------------------------------------------------------------ the agent's lies
 # The call ids are the agent's: an undo record for a call never asked for, for a denied call,
 # or with a second result names nothing that happened; the broker refuses it (naming the

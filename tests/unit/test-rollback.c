@@ -134,6 +134,40 @@ Test(rollback, gated_steps_are_held_unless_approved)
         aj_rollback_plan_done(&p);
 }
 
+/* The undo record is the agent's. A handler reading it with Go's encoding/json matches member
+ * names ignoring case, the last match winning: {"tool": "x.undo", "Tool": "pay.refund"} runs
+ * pay.refund there while the gate read x.undo and ran the step unapproved. An undo record whose
+ * tool cannot be told (another spelling of "tool", a "tool" that is not a string) is held. */
+Test(rollback, an_undo_tool_spelt_otherwise_is_gated)
+{
+        static char *patterns[] = { "pay.*" };
+        json_auto_t *j = journal(
+                "[" CALL("c-4", "\"notes.write\"", 40, "{\"tool\":\"notes.undo\",\"Tool\":\"pay.refund\"}",
+                         "null") "," CALL("c-3", "\"notes.write\"", 30, "{\"TOOL\":\"pay.refund\"}",
+                                          "null") "," CALL("c-2", "\"notes.write\"", 20, "{\"tool\":[\"pay.refund\"]}",
+                                                           "null") "," CALL("c-1", "\"notes.write\"", 10,
+                                                                            "{\"tool\":\"notes.undo\",\"tools\":1}",
+                                                                            "null") "]");
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1 };
+        AjRollbackPlan p;
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, NULL), 0);
+        cr_assert_eq(p.n, 4);
+        cr_expect(p.steps[0].gated, "\"Tool\" beside \"tool\" was not gated");
+        cr_expect_str_eq(p.steps[0].undo_tool, "notes.undo");
+        cr_expect(p.steps[1].gated, "\"TOOL\" alone was not gated");
+        cr_expect(p.steps[2].gated, "a \"tool\" that is not a string was not gated");
+        cr_expect_null(p.steps[2].gate);
+        cr_expect_str_eq(aj_rollback_step_gate_text(&p.steps[2]), "the undo record's tool not known");
+        cr_expect_not(p.steps[3].gated, "another member's name is no tool");
+        cr_expect_eq(p.held, 3);
+        aj_rollback_plan_done(&p);
+
+        /* Without patterns nothing is gated. */
+        cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, NULL), 0);
+        cr_expect_eq(p.held, 0);
+        aj_rollback_plan_done(&p);
+}
+
 Test(rollback, an_approval_of_no_step_is_refused)
 {
         static char *approve[] = { "c-9" };
