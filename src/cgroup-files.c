@@ -362,12 +362,12 @@ static int signal_batch(AjCgDir dir, int sig, const pid_t *pids, size_t n)
         _cleanup_free_ pid_t *now = NULL;
         size_t n_now = 0;
         int q = r < 0 ? r : aj_cg_read_pids(dir, &now, &n_now);
-        if (q >= 0)
+        if (q >= 0 && n_now > 0)
                 qsort(now, n_now, sizeof(*now), pid_cmp);
         for (size_t i = 0; i < n; i++) {
                 if (fds[i] < 0)
                         continue;
-                if (q >= 0 && bsearch(&pids[i], now, n_now, sizeof(*now), pid_cmp))
+                if (q >= 0 && n_now > 0 && bsearch(&pids[i], now, n_now, sizeof(*now), pid_cmp))
                         (void)sys_pidfd_send_signal(fds[i], sig, NULL, 0);
                 close(fds[i]);
         }

@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -341,9 +342,12 @@ static pid_t host_process(void)
 {
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
-        if (pid == 0)
+        if (pid == 0) {
+                /* Gone with the test, whatever fails first. */
+                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
                 for (;;)
                         pause();
+        }
         return pid;
 }
 
