@@ -94,27 +94,35 @@ static const char *left_out_why(json_t *c, const AjRollbackGate *g, char *buf, s
         return NULL;
 }
 
-/* The steps an --approve names: CALL_ID (every step with that id) or, when no step has
- * that id, CALL_ID@RESULT_SEQ (that one step). Returns how many it matched; marks them. */
-static size_t approve_match(AjRollbackPlan *p, const char *a, bool *marks)
+/* The steps an --approve names, either way it can be read: CALL_ID (every step with that id,
+ * counted in *ret_by_id) and CALL_ID@RESULT_SEQ (that one step, in *ret_by_seq). Marks them
+ * only when one reading alone names any: the call ids are the agent's, '@' and digits too,
+ * so "c-1@17" may be both a call's id and call c-1's step at seq 17 (check_approvals refuses
+ * that). */
+static void approve_match(AjRollbackPlan *p, const char *a, bool *marks, size_t *ret_by_id, size_t *ret_by_seq)
 {
-        size_t n = 0;
+        size_t by_id = 0, by_seq = 0;
         for (size_t k = 0; k < p->n; k++)
-                if (streq(p->steps[k].call_id, a)) {
-                        marks[k] = true;
-                        n++;
-                }
+                by_id += streq(p->steps[k].call_id, a);
         const char *at = strrchr(a, '@');
-        if (n || !at || !at[1] || strspn(at + 1, "0123456789") != strlen(at + 1) || strlen(at + 1) > 19)
-                return n;
-        uint64_t seq = strtoull(at + 1, NULL, 10);
+        uint64_t seq = 0;
+        bool seq_form = at && at[1] && strspn(at + 1, "0123456789") == strlen(at + 1) && strlen(at + 1) <= 19;
+        if (seq_form) {
+                seq = strtoull(at + 1, NULL, 10);
+                for (size_t k = 0; k < p->n; k++)
+                        by_seq += p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
+                                  strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0;
+        }
+        *ret_by_id = by_id;
+        *ret_by_seq = by_seq;
+        if (by_id && by_seq)
+                return;
         for (size_t k = 0; k < p->n; k++)
-                if (p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
-                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0) {
+                if (by_id ? streq(p->steps[k].call_id, a)
+                          : by_seq && p->steps[k].result_seq == seq &&
+                                    strlen(p->steps[k].call_id) == (size_t)(at - a) &&
+                                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0)
                         marks[k] = true;
-                        n++;
-                }
-        return n;
 }
 
 static int plan_fail(AjRollbackPlan *p, int r)
@@ -239,7 +247,19 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
 static int check_approvals(AjRollbackPlan *p, const AjRollbackGate *gate, bool *named, AjError *err)
 {
         for (size_t a = 0; a < gate->n_approve; a++) {
-                size_t m = approve_match(p, gate->approve[a], named);
+                size_t by_id = 0, by_seq = 0;
+                approve_match(p, gate->approve[a], named, &by_id, &by_seq);
+                if (by_id && by_seq) {
+                        plan_fail(p, 0);
+                        const char *at = strrchr(gate->approve[a], '@');
+                        return aj_error_set(err, -EINVAL,
+                                            "--approve %s is ambiguous: it is a call's id (the agent's choice) and "
+                                            "names call %.*s's step at result seq %s too; nothing approved. The "
+                                            "first is %s@RESULT_SEQ; the second cannot be named apart from it",
+                                            gate->approve[a], (int)(at - gate->approve[a]), gate->approve[a], at + 1,
+                                            gate->approve[a]);
+                }
+                size_t m = by_id + by_seq;
                 if (m == 0) {
                         plan_fail(p, 0);
                         return aj_error_set(err, -EINVAL, "--approve %s: no undo record of the run has that call id",

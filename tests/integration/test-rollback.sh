@@ -205,6 +205,36 @@ aj rollback "$C" --apply --approve c-1
 is "$RC" 0 "--approve c-1 runs it" || op_diag
 is "$(cat "$CASE_LOG" 2>/dev/null)" "crm.restore c-1" "what the operator approved: the handler's crm.restore"
 
+# ------------------------------------------------------------------ an approval that is also a call id
+# A bare id the agent reused is refused and CALL@RESULT_SEQ asked for; but the ids are the
+# agent's, '@' and digits too: calls named "c-1@N" for every N near its own c-1's result seq
+# made the operator's "--approve c-1@SEQ" approve the agent's "c-1@SEQ" and run its undo
+# (with --keep-going here; without, when it comes before the other held steps: an agent that
+# knows its seq names one call alone).
+AT_LOG=$TEST_TMP/at-handler.log
+PROFILE_D=$(write_profile rollback-d '{
+  "extends": "default",
+  "approvals": {"tools": ["crm.restore"]},
+  "rollback": {"exec": ["/usr/bin/python3", "'"$TEST_TMP/case-handler.py"'", "'"$AT_LOG"'"]}
+}')
+run_jail -p "$PROFILE_D" --name rb-at -- /bin/sh -c '
+        call() {
+                agentjail meter tool "$2" --id "$1" >/dev/null &&
+                agentjail meter result "$1" --status ok --undo "{\"tool\": \"crm.restore\", \"arguments\": {\"id\": \"$3\"}}" >/dev/null
+        }
+        call c-1 crm.delete r1 && call c-1 crm.delete r2 || exit 1
+        n=1
+        while [ $n -le 40 ]; do call "c-1@$n" notes.write EVIL || exit 1; n=$((n + 1)); done'
+is "$JAIL_RC" 0 "the agent reuses c-1 and makes calls named c-1@1 to c-1@40" || jail_diag
+D=$JAIL_RUN_ID
+aj rollback "$D" --dry-run --json
+SEQ=$(jq -r '[.steps[] | select(.call_id == "c-1")][0].result_seq' <<<"$OUT")
+ok "c-1's newer step has a result seq among the agent's names ($SEQ)" test "$SEQ" -ge 1 -a "$SEQ" -le 40
+aj rollback "$D" --apply --keep-going --approve "c-1@$SEQ"
+is "$RC" 1 "--approve c-1@SEQ, also a call's id, is refused" || op_diag
+like "$ERR" "is ambiguous" "and says it is ambiguous" || op_diag
+ok "no undo ran: the agent's c-1@$SEQ was not approved in the operator's name" test ! -e "$AT_LOG"
+
 # ------------------------------------------------------------------ the agent's lies
 # The call ids are the agent's: an undo record for a call never asked for, for a denied call,
 # or with a second result names nothing that happened; the broker refuses it (naming the

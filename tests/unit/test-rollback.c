@@ -281,6 +281,38 @@ Test(rollback, approvals_name_one_step)
         aj_error_clear(&err);
 }
 
+/* The call ids are the agent's, '@' and digits too: a call "c-1@10" beside call c-1's step at
+ * result seq 10 made "--approve c-1@10", typed for that step (as the refusal of a bare "c-1"
+ * asks), approve the agent's "c-1@10" instead, its undo run unreviewed. Refused as ambiguous. */
+Test(rollback, an_approval_that_is_also_a_call_id_is_refused)
+{
+        static char *patterns[] = { "crm.*" };
+        json_auto_t *j = journal("[" CALL("c-1@10", "\"crm.create\"", 30, UNDO("crm.wipe"),
+                                          "null") "," CALL("c-1", "\"crm.create\"", 20, UNDO("crm.delete"),
+                                                           "null") "," CALL("c-1", "\"crm.create\"", 10,
+                                                                            UNDO("crm.delete"), "null") "]");
+        static char *typed[] = { "c-1@10" }, *whole[] = { "c-1@10@30" };
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1, .approve = typed, .n_approve = 1 };
+        AjRollbackPlan p;
+        AjError err = {};
+        int r = aj_rollback_plan(j, &gate, &p, &err);
+        if (r == 0) {
+                cr_expect_eq(p.steps[0].action, AJ_ROLLBACK_HELD, "the agent's c-1@10 was approved by c-1@10");
+                aj_rollback_plan_done(&p);
+        }
+        cr_assert_eq(r, -EINVAL);
+        cr_expect_not_null(strstr(err.message ?: "", "is ambiguous"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+
+        /* The agent's call by its whole id and seq: that step alone. */
+        gate.approve = whole;
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(p.steps[0].action, AJ_ROLLBACK_TO_RUN);
+        cr_expect_eq(p.steps[1].action, AJ_ROLLBACK_HELD);
+        cr_expect_eq(p.steps[2].action, AJ_ROLLBACK_HELD);
+        aj_rollback_plan_done(&p);
+}
+
 Test(rollback, handler_input_document)
 {
         json_auto_t *j = journal("[" CALL("c-1", "\"crm.create\"", 10, UNDO("crm.delete"),
