@@ -235,6 +235,29 @@ is "$RC" 1 "--approve c-1@SEQ, also a call's id, is refused" || op_diag
 like "$ERR" "is ambiguous" "and says it is ambiguous" || op_diag
 ok "no undo ran: the agent's c-1@$SEQ was not approved in the operator's name" test ! -e "$AT_LOG"
 
+# ------------------------------------------------------------------ a call id the operator pastes
+# A held step's line suggests the option that approves it. The call id is the agent's: shown
+# between double quotes, --approve "c-$(touch${IFS}FILE)" pasted into the operator's shell ran
+# the agent's command (as root). Suggested as one shell word, it is the id again, nothing run.
+PASTED=$TEST_TMP/pasted
+PASTE_ID='c-$(touch${IFS}'"$PASTED"')`touch${IFS}'"$PASTED"'`'
+run_jail -p "$PROFILE_D" --name rb-paste -- /bin/sh -c '
+        agentjail meter tool crm.delete --id "$1" >/dev/null &&
+        agentjail meter result "$1" --status ok --undo "{\"tool\": \"crm.restore\", \"arguments\": {\"id\": \"r1\"}}" >/dev/null' \
+        sh "$PASTE_ID"
+is "$JAIL_RC" 0 "the agent reports a call whose id is a shell command" || jail_diag
+E=$JAIL_RUN_ID
+aj rollback "$E" --dry-run
+FRAG=$(grep -o -- "--approve .*" <<<"$OUT" | head -1)
+like "$FRAG" "^--approve " "--dry-run suggests the option that approves the held step" || op_diag
+PASTED_ARG=$(eval "set -- $FRAG" && printf '%s' "$2")
+ok "the suggestion, pasted into a shell, runs nothing" test ! -e "$PASTED"
+is "$PASTED_ARG" "$PASTE_ID" "and gives the call's id back whole" || op_diag
+rm -f "$PASTED" "$AT_LOG"
+aj rollback "$E" --apply --approve "$PASTED_ARG"
+is "$RC" 0 "that id approves the step" || op_diag
+is "$(cat "$AT_LOG" 2>/dev/null)" "crm.restore $PASTE_ID" "the handler ran the undo of the call named"
+
 # ------------------------------------------------------------------ the agent's lies
 # The call ids are the agent's: an undo record for a call never asked for, for a denied call,
 # or with a second result names nothing that happened; the broker refuses it (naming the
