@@ -17,6 +17,7 @@
 #include "util/clock.h"
 #include "util/fd.h"
 #include "util/format.h"
+#include "util/syscalls.h"
 
 /* ---- small file helpers ---- */
 
@@ -333,6 +334,57 @@ int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n)
         return 0;
 }
 
+static int pid_cmp(const void *a, const void *b)
+{
+        pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+        return (x > y) - (x < y);
+}
+
+/* Up to AJ_CG_SIGNAL_BATCH pidfds at once: the supervisor's fds are bounded too. */
+#define AJ_CG_SIGNAL_BATCH 64
+
+/* pids[0..n) (at most a batch), read from dir's cgroup.procs earlier: each pidfd is opened
+ * first, then the list is read again, and only a pid it still holds is signalled, through its
+ * pidfd. A pidfd whose process is alive at the signal held its pid since it was opened, so the
+ * process the new list names is that one; one that died meanwhile takes no signal (ESRCH),
+ * whoever has its pid now. */
+static int signal_batch(AjCgDir dir, int sig, const pid_t *pids, size_t n)
+{
+        int fds[AJ_CG_SIGNAL_BATCH];
+        int r = 0;
+        for (size_t i = 0; i < n; i++) {
+                fds[i] = sys_pidfd_open(pids[i], 0);
+                /* Gone (ESRCH), or now a thread's id (EINVAL): not a task of the list any more.
+                 * Anything else: no pidfd, so no signal (a kill(2) by number is the race). */
+                if (fds[i] < 0 && errno != ESRCH && errno != EINVAL && r == 0)
+                        r = -errno;
+        }
+        _cleanup_free_ pid_t *now = NULL;
+        size_t n_now = 0;
+        int q = r < 0 ? r : aj_cg_read_pids(dir, &now, &n_now);
+        if (q >= 0 && n_now > 0)
+                qsort(now, n_now, sizeof(*now), pid_cmp);
+        for (size_t i = 0; i < n; i++) {
+                if (fds[i] < 0)
+                        continue;
+                if (q >= 0 && n_now > 0 && bsearch(&pids[i], now, n_now, sizeof(*now), pid_cmp))
+                        (void)sys_pidfd_send_signal(fds[i], sig, NULL, 0);
+                close(fds[i]);
+        }
+        return q < 0 ? q : 0;
+}
+
+int aj_cg_signal_listed(AjCgDir dir, int sig, const pid_t *pids, size_t n)
+{
+        for (size_t i = 0; i < n; i += AJ_CG_SIGNAL_BATCH) {
+                size_t left = n - i;
+                int r = signal_batch(dir, sig, pids + i, left < AJ_CG_SIGNAL_BATCH ? left : AJ_CG_SIGNAL_BATCH);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 int aj_cg_signal_all(AjCgDir dir, int sig)
 {
         _cleanup_free_ pid_t *pids = NULL;
@@ -340,9 +392,8 @@ int aj_cg_signal_all(AjCgDir dir, int sig)
         int r = aj_cg_read_pids(dir, &pids, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++)
-                (void)kill(pids[i], sig);
-        return (int)n;
+        r = aj_cg_signal_listed(dir, sig, pids, n);
+        return r < 0 ? r : (int)n;
 }
 
 int aj_cg_attach(AjCgDir dir, pid_t pid)

@@ -187,8 +187,15 @@ int aj_cg_read_pids(AjCgDir dir, pid_t **ret, size_t *ret_n);
 int aj_cg_attach(AjCgDir dir, pid_t pid);
 /* DIR/FILE opened (O_CLOEXEC | O_NOFOLLOW added), or -errno. */
 int aj_cg_open(AjCgDir dir, const char *file, int flags);
-/* One pass of `sig` to every task listed in dir's cgroup.procs: how many there were, or -errno. */
+/* One pass of `sig` to every task listed in dir's cgroup.procs: how many there were, or -errno.
+ * Never by number (kill(2)): a listed task that exits and is reaped before its signal leaves its
+ * pid to the next fork on the host, which a kill by number would hit (aj_cg_signal_listed). */
 int aj_cg_signal_all(AjCgDir dir, int sig);
+/* `sig` to those of pids[] (read from dir's cgroup.procs earlier) that are still the cgroup's
+ * when signalled: each through a pidfd opened before cgroup.procs is read again, and only if that
+ * list still holds its pid. 0, or -errno (a pidfd that cannot be opened but for a gone task, a
+ * list that cannot be read: then the rest of the batch is not signalled). */
+int aj_cg_signal_listed(AjCgDir dir, int sig, const pid_t *pids, size_t n);
 
 #define AJ_CG_WAIT_MS 5000
 

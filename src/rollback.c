@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "agentjail/broker.h"
 #include "meter.h"
@@ -64,11 +65,19 @@ static const char *gate_match(const AjRollbackGate *g, const char *name)
 
 /* Gated when approvals.tools matches the call's tool or the tool the undo record names:
  * undoing a gated action is as consequential as doing it. A call whose tool is not known
- * (a result without its request) is gated whenever the profile gates anything. */
+ * (a result without its request), or an undo record whose tool cannot be told, is gated
+ * whenever the profile gates anything. */
 static void step_gate(AjRollbackStep *s, const AjRollbackGate *g)
 {
         s->gate = gate_match(g, s->tool) ?: gate_match(g, s->undo_tool);
-        s->gated = s->gate || (!s->tool && g->n_patterns > 0);
+        s->gated = s->gate || ((!s->tool || s->undo_tool_unclear) && g->n_patterns > 0);
+}
+
+const char *aj_rollback_step_gate_text(const AjRollbackStep *s)
+{
+        if (s->gate)
+                return s->gate;
+        return s->tool ? "the undo record's tool not known" : "tool not known";
 }
 
 /* Why a journal entry with an undo record is not a step (NULL: it is one). */
@@ -85,27 +94,35 @@ static const char *left_out_why(json_t *c, const AjRollbackGate *g, char *buf, s
         return NULL;
 }
 
-/* The steps an --approve names: CALL_ID (every step with that id) or, when no step has
- * that id, CALL_ID@RESULT_SEQ (that one step). Returns how many it matched; marks them. */
-static size_t approve_match(AjRollbackPlan *p, const char *a, bool *marks)
+/* The steps an --approve names, either way it can be read: CALL_ID (every step with that id,
+ * counted in *ret_by_id) and CALL_ID@RESULT_SEQ (that one step, in *ret_by_seq). Marks them
+ * only when one reading alone names any: the call ids are the agent's, '@' and digits too,
+ * so "c-1@17" may be both a call's id and call c-1's step at seq 17 (check_approvals refuses
+ * that). */
+static void approve_match(AjRollbackPlan *p, const char *a, bool *marks, size_t *ret_by_id, size_t *ret_by_seq)
 {
-        size_t n = 0;
+        size_t by_id = 0, by_seq = 0;
         for (size_t k = 0; k < p->n; k++)
-                if (streq(p->steps[k].call_id, a)) {
-                        marks[k] = true;
-                        n++;
-                }
+                by_id += streq(p->steps[k].call_id, a);
         const char *at = strrchr(a, '@');
-        if (n || !at || !at[1] || strspn(at + 1, "0123456789") != strlen(at + 1) || strlen(at + 1) > 19)
-                return n;
-        uint64_t seq = strtoull(at + 1, NULL, 10);
+        uint64_t seq = 0;
+        bool seq_form = at && at[1] && strspn(at + 1, "0123456789") == strlen(at + 1) && strlen(at + 1) <= 19;
+        if (seq_form) {
+                seq = strtoull(at + 1, NULL, 10);
+                for (size_t k = 0; k < p->n; k++)
+                        by_seq += p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
+                                  strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0;
+        }
+        *ret_by_id = by_id;
+        *ret_by_seq = by_seq;
+        if (by_id && by_seq)
+                return;
         for (size_t k = 0; k < p->n; k++)
-                if (p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
-                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0) {
+                if (by_id ? streq(p->steps[k].call_id, a)
+                          : by_seq && p->steps[k].result_seq == seq &&
+                                    strlen(p->steps[k].call_id) == (size_t)(at - a) &&
+                                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0)
                         marks[k] = true;
-                        n++;
-                }
-        return n;
 }
 
 static int plan_fail(AjRollbackPlan *p, int r)
@@ -125,14 +142,25 @@ static const char *undo_object_text(json_t *c)
 }
 
 /* The undo record's own "tool" (NULL: none, or not a string), a new string; -EINVAL when
- * the record is not JSON text. */
-static int undo_tool_of(const char *undo, char **ret)
+ * the record is not JSON text. *ret_unclear: the record names a tool the gate cannot read as
+ * the handler may: a "tool" that is not a string, or a member "tool" in other letter case
+ * ("Tool", "TOOL"), which a handler matching names ignoring case reads as its tool (Go's
+ * encoding/json: {"tool": "notes.undo", "Tool": "pay.refund"} decodes as pay.refund, the last
+ * match winning; the broker refuses duplicates, not other spellings). */
+static int undo_tool_of(const char *undo, char **ret, bool *ret_unclear)
 {
         json_auto_t *v = json_loads(undo, JSON_DECODE_ANY, NULL);
         if (!v)
                 return -EINVAL;
+        const char *key;
+        json_t *m;
+        bool unclear = false;
+        json_object_foreach (v, key, m)
+                if (strcasecmp(key, "tool") == 0 && (!streq(key, "tool") || !json_is_string(m)))
+                        unclear = true;
         const char *tool = json_string_value(json_object_get(v, "tool"));
         *ret = tool ? strdup(tool) : NULL;
+        *ret_unclear = unclear;
         return tool && !*ret ? -ENOMEM : 0;
 }
 
@@ -187,7 +215,8 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         return aj_error_set(err, -EINVAL, "journal entry %zu: its arguments are not JSON text", i);
                 }
                 char *undo_tool = NULL;
-                int r = undo_tool_of(undo, &undo_tool);
+                bool unclear = false;
+                int r = undo_tool_of(undo, &undo_tool, &unclear);
                 if (r < 0) {
                         plan_fail(p, 0);
                         return r == -ENOMEM ? r
@@ -201,6 +230,7 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
                         .call_id = id,
                         .tool = json_string_value(json_object_get(c, "gen_ai.tool.name")),
                         .undo_tool = undo_tool,
+                        .undo_tool_unclear = unclear,
                         .status = json_string_value(json_object_get(c, "status")),
                         .args = json_string_value(args),
                         .undo = undo,
@@ -217,7 +247,19 @@ static int add_steps(json_t *journal, const AjRollbackGate *gate, size_t planned
 static int check_approvals(AjRollbackPlan *p, const AjRollbackGate *gate, bool *named, AjError *err)
 {
         for (size_t a = 0; a < gate->n_approve; a++) {
-                size_t m = approve_match(p, gate->approve[a], named);
+                size_t by_id = 0, by_seq = 0;
+                approve_match(p, gate->approve[a], named, &by_id, &by_seq);
+                if (by_id && by_seq) {
+                        plan_fail(p, 0);
+                        const char *at = strrchr(gate->approve[a], '@');
+                        return aj_error_set(err, -EINVAL,
+                                            "--approve %s is ambiguous: it is a call's id (the agent's choice) and "
+                                            "names call %.*s's step at result seq %s too; nothing approved. The "
+                                            "first is %s@RESULT_SEQ; the second cannot be named apart from it",
+                                            gate->approve[a], (int)(at - gate->approve[a]), gate->approve[a], at + 1,
+                                            gate->approve[a]);
+                }
+                size_t m = by_id + by_seq;
                 if (m == 0) {
                         plan_fail(p, 0);
                         return aj_error_set(err, -EINVAL, "--approve %s: no undo record of the run has that call id",

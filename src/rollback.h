@@ -60,16 +60,23 @@ typedef struct {
         const char *call_id; /* borrowed from the journal, like the rest */
         const char *tool;    /* the call's tool (its tool.request); NULL: not known */
         char *undo_tool;     /* the undo record's own "tool", when it is a string (the plan's) */
-        const char *status;  /* the call's result: "ok" or "error" */
+        /* The undo record names its tool in a way a handler may read otherwise: a member "Tool"
+         * (any other letter case), or a "tool" that is not a string. Gated like a call whose
+         * tool is not known. */
+        bool undo_tool_unclear;
+        const char *status; /* the call's result: "ok" or "error" */
         /* The call's arguments (NULL: not known) and the undo record, as the journal holds
          * them: compact JSON text (a run's DOMs of them would be 20 to 60 times the text). */
         const char *args, *undo;
         const char *last_result; /* the last rollback.step result the chain has for it, or NULL */
-        bool gated;              /* approvals.tools matches tool or undo_tool (or tool is not known) */
-        const char *gate;        /* the pattern that matched (NULL: "tool not known") */
+        bool gated;              /* approvals.tools matches tool or undo_tool (or either is not known) */
+        const char *gate;        /* the pattern that matched (NULL: aj_rollback_step_gate_text) */
         bool approved;           /* gated, and --approve named it (or --approve-all-gated) */
         AjRollbackAction action;
 } AjRollbackStep;
+
+/* Why a gated step is held, for the operator: its gate's pattern, else which tool is not known. */
+const char *aj_rollback_step_gate_text(const AjRollbackStep *s);
 
 typedef struct {
         AjRollbackStep *steps; /* newest first */

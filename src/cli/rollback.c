@@ -79,6 +79,35 @@ static const char *shown(const char *s, char buf[static SHOWN_MAX])
 }
 #define SHOWN(s) shown((s), (char[SHOWN_MAX]){ 0 })
 
+/* A call id as the operator types it after --approve: as it is when plain, else one shell
+ * word between single quotes, escaped inside by the one rule. SHOWN's double quotes left
+ * "$(...)", backquotes and backslashes to the shell: the agent's id '$(id>/tmp/x)' was
+ * suggested as --approve "$(id>/tmp/x)", which, pasted, ran its command as the operator. An
+ * id the rule escapes cannot be pasted back: it names no step, and is refused. */
+static const char *shown_arg(const char *s, char buf[static SHOWN_MAX])
+{
+        const char *plain = shown(s, buf);
+        if (plain[0] != '"')
+                return plain;
+        _cleanup_free_ char *text = aj_printable_dup(s, strlen(s), 0);
+        if (!text)
+                return "?";
+        size_t n = 0;
+        buf[n++] = '\'';
+        for (const char *p = text; *p && n + 6 < SHOWN_MAX; p++) {
+                if (*p == '\'') {
+                        memcpy(buf + n, "'\\''", 4); /* close, an escaped quote, reopen */
+                        n += 4;
+                } else {
+                        buf[n++] = *p;
+                }
+        }
+        buf[n++] = '\'';
+        buf[n] = 0;
+        return buf;
+}
+#define SHOWN_ARG(s) shown_arg((s), (char[SHOWN_MAX]){ 0 })
+
 /* An undo record (compact JSON text, as the journal holds it) as the plan shows it: ASCII,
  * on a line, cut at `max` characters (SIZE_MAX: whole). Parsed here, one at a time: the
  * journal holds the agent's values as text. NULL: not JSON, or out of memory. */
@@ -396,8 +425,8 @@ static void print_plan(const AjRun *run, const AjRollbackPlan *p, const AjProfil
                 _cleanup_free_ char *undo = shown_undo(s->undo, held ? SIZE_MAX : PLAN_UNDO_MAX);
                 char gate[300];
                 snprintf(gate, sizeof(gate), "approval-gated (%s%s%s): --approve %s",
-                         s->gate ? "approvals.tools '" : "", s->gate ?: "tool not known", s->gate ? "'" : "",
-                         SHOWN(s->call_id));
+                         s->gate ? "approvals.tools '" : "", aj_rollback_step_gate_text(s), s->gate ? "'" : "",
+                         SHOWN_ARG(s->call_id));
                 print_step(s, held                               ? gate
                               : s->action == AJ_ROLLBACK_APPLIED ? "(the chain has it applied)"
                               : undo                             ? undo
@@ -439,7 +468,7 @@ static void print_outcome(const AjRollbackStep *s, const AjRollbackOutcome *o, j
         snprintf(t, sizeof(t), "%.1fs", (double)o->duration_ns / 1e9);
         if (o->result == AJ_ROLLBACK_HELD_BACK)
                 snprintf(what, sizeof(what), "held: approval-gated (%s), not run: --approve %s",
-                         s->gate ?: "tool not known", SHOWN(s->call_id));
+                         aj_rollback_step_gate_text(s), SHOWN_ARG(s->call_id));
         else if (o->result == AJ_ROLLBACK_ERROR)
                 snprintf(what, sizeof(what), "error: cannot run the handler: %s", strerror(-o->error));
         else if (o->result == AJ_ROLLBACK_TIMEOUT)

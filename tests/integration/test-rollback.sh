@@ -170,6 +170,94 @@ aj inspect "$B" --json
 is "$(jq -r '[.rollback.steps[] | "\(.call_id):\(.result)"] | join(" ")' <<<"$OUT")" "c-3:ok c-2:ok c-1:ok c-0:ok" \
         "run.json: each step's last outcome" || op_diag
 
+# ------------------------------------------------------------------ an undo's tool spelt otherwise
+# The handler here reads the undo record's tool as Go's encoding/json does (member names
+# matched ignoring case, the last match winning): {"tool": "crm.delete", "Tool": "crm.restore"}
+# is crm.restore to it, a gated tool, while the gate read crm.delete and ran the step unasked.
+CASE_LOG=$TEST_TMP/case-handler.log
+cat >"$TEST_TMP/case-handler.py" <<'PY'
+import json, sys
+step = json.load(sys.stdin)
+tool = None
+for key, value in step["undo"].items():
+    if key.lower() == "tool":
+        tool = value
+with open(sys.argv[1], "a") as f:
+    f.write(f"{tool} {step['call_id']}\n")
+PY
+PROFILE_C=$(write_profile rollback-c '{
+  "extends": "default",
+  "approvals": {"tools": ["crm.restore"]},
+  "rollback": {"exec": ["/usr/bin/python3", "'"$TEST_TMP/case-handler.py"'", "'"$CASE_LOG"'"]}
+}')
+run_jail -p "$PROFILE_C" --name rb-case -- /bin/sh -c '
+        agentjail meter tool crm.create --id c-1 --args "{\"id\": \"r1\"}" >/dev/null &&
+        agentjail meter result c-1 --status ok --undo "{\"tool\": \"crm.delete\", \"Tool\": \"crm.restore\", \"arguments\": {\"id\": \"r1\"}}" >/dev/null'
+is "$JAIL_RC" 0 "the agent reports an undo record naming its tool twice, in two spellings" || jail_diag
+C=$JAIL_RUN_ID
+aj rollback "$C" --dry-run
+like "$OUT" "1/1 +c-1 +crm.create +held +approval-gated \(the undo record's tool not known\): --approve c-1" \
+        "--dry-run: an undo record whose tool is spelt otherwise is held" || op_diag
+aj rollback "$C" --apply
+is "$RC" 1 "--apply without --approve: the step is held (exit 1)" || op_diag
+ok "the handler did not run the gated tool unapproved" test ! -e "$CASE_LOG"
+aj rollback "$C" --apply --approve c-1
+is "$RC" 0 "--approve c-1 runs it" || op_diag
+is "$(cat "$CASE_LOG" 2>/dev/null)" "crm.restore c-1" "what the operator approved: the handler's crm.restore"
+
+# ------------------------------------------------------------------ an approval that is also a call id
+# A bare id the agent reused is refused and CALL@RESULT_SEQ asked for; but the ids are the
+# agent's, '@' and digits too: calls named "c-1@N" for every N near its own c-1's result seq
+# made the operator's "--approve c-1@SEQ" approve the agent's "c-1@SEQ" and run its undo
+# (with --keep-going here; without, when it comes before the other held steps: an agent that
+# knows its seq names one call alone).
+AT_LOG=$TEST_TMP/at-handler.log
+PROFILE_D=$(write_profile rollback-d '{
+  "extends": "default",
+  "approvals": {"tools": ["crm.restore"]},
+  "rollback": {"exec": ["/usr/bin/python3", "'"$TEST_TMP/case-handler.py"'", "'"$AT_LOG"'"]}
+}')
+run_jail -p "$PROFILE_D" --name rb-at -- /bin/sh -c '
+        call() {
+                agentjail meter tool "$2" --id "$1" >/dev/null &&
+                agentjail meter result "$1" --status ok --undo "{\"tool\": \"crm.restore\", \"arguments\": {\"id\": \"$3\"}}" >/dev/null
+        }
+        call c-1 crm.delete r1 && call c-1 crm.delete r2 || exit 1
+        n=1
+        while [ $n -le 40 ]; do call "c-1@$n" notes.write EVIL || exit 1; n=$((n + 1)); done'
+is "$JAIL_RC" 0 "the agent reuses c-1 and makes calls named c-1@1 to c-1@40" || jail_diag
+D=$JAIL_RUN_ID
+aj rollback "$D" --dry-run --json
+SEQ=$(jq -r '[.steps[] | select(.call_id == "c-1")][0].result_seq' <<<"$OUT")
+ok "c-1's newer step has a result seq among the agent's names ($SEQ)" test "$SEQ" -ge 1 -a "$SEQ" -le 40
+aj rollback "$D" --apply --keep-going --approve "c-1@$SEQ"
+is "$RC" 1 "--approve c-1@SEQ, also a call's id, is refused" || op_diag
+like "$ERR" "is ambiguous" "and says it is ambiguous" || op_diag
+ok "no undo ran: the agent's c-1@$SEQ was not approved in the operator's name" test ! -e "$AT_LOG"
+
+# ------------------------------------------------------------------ a call id the operator pastes
+# A held step's line suggests the option that approves it. The call id is the agent's: shown
+# between double quotes, --approve "c-$(touch${IFS}FILE)" pasted into the operator's shell ran
+# the agent's command (as root). Suggested as one shell word, it is the id again, nothing run.
+PASTED=$TEST_TMP/pasted
+PASTE_ID='c-$(touch${IFS}'"$PASTED"')`touch${IFS}'"$PASTED"'`'
+run_jail -p "$PROFILE_D" --name rb-paste -- /bin/sh -c '
+        agentjail meter tool crm.delete --id "$1" >/dev/null &&
+        agentjail meter result "$1" --status ok --undo "{\"tool\": \"crm.restore\", \"arguments\": {\"id\": \"r1\"}}" >/dev/null' \
+        sh "$PASTE_ID"
+is "$JAIL_RC" 0 "the agent reports a call whose id is a shell command" || jail_diag
+E=$JAIL_RUN_ID
+aj rollback "$E" --dry-run
+FRAG=$(grep -o -- "--approve .*" <<<"$OUT" | head -1)
+like "$FRAG" "^--approve " "--dry-run suggests the option that approves the held step" || op_diag
+PASTED_ARG=$(eval "set -- $FRAG" && printf '%s' "$2")
+ok "the suggestion, pasted into a shell, runs nothing" test ! -e "$PASTED"
+is "$PASTED_ARG" "$PASTE_ID" "and gives the call's id back whole" || op_diag
+rm -f "$PASTED" "$AT_LOG"
+aj rollback "$E" --apply --approve "$PASTED_ARG"
+is "$RC" 0 "that id approves the step" || op_diag
+is "$(cat "$AT_LOG" 2>/dev/null)" "crm.restore $PASTE_ID" "the handler ran the undo of the call named"
+
 # ------------------------------------------------------------------ the agent's lies
 # The call ids are the agent's: an undo record for a call never asked for, for a denied call,
 # or with a second result names nothing that happened; the broker refuses it (naming the

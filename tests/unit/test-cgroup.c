@@ -16,6 +16,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -332,6 +333,89 @@ static void fake_fini(void)
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fake_dir);
         (void)system(cmd);
+}
+
+/* ------------------------------------ a kill's signals, on a fake cgroup.procs */
+
+/* A process of ours that is no task of the run's: a host process. */
+static pid_t host_process(void)
+{
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+                /* Gone with the test, whatever fails first. */
+                (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+                for (;;)
+                        pause();
+        }
+        return pid;
+}
+
+/* Whether pid (our child) dies within 200 ms; reaped if it does. */
+static bool dies(pid_t pid)
+{
+        for (int i = 0; i < 40; i++) {
+                if (waitpid(pid, NULL, WNOHANG) == pid)
+                        return true;
+                usleep(5000);
+        }
+        return false;
+}
+
+TestSuite(cgroup_signal, .fini = fake_fini);
+
+/* A kill reads cgroup.procs, then signals what it read. A task listed that exits and is reaped
+ * in between leaves its pid to the host's next fork (the agent's processes die fast once
+ * thawed with a SIGKILL pending, reaped at once under SIGCHLD ignored; pid_max may be 32768):
+ * a kill(2) by number then hit that host process, as root. Here the host process is one of
+ * ours, listed when the list was read and gone from it by the time of the signal. */
+Test(cgroup_signal, a_pid_no_longer_listed_is_not_signalled)
+{
+        cr_assert_not_null(mkdtemp(fake_dir));
+        AjCgDir dir = aj_cg_path(fake_dir);
+        pid_t host = host_process();
+        char line[32];
+        snprintf(line, sizeof(line), "%d\n", (int)host);
+        fake_write("cgroup.procs", line);
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        cr_assert_eq(aj_cg_read_pids(dir, &pids, &n), 0);
+        cr_assert_eq(n, 1);
+
+        fake_write("cgroup.procs", "");
+        cr_assert_eq(aj_cg_signal_listed(dir, SIGKILL, pids, n), 0);
+        cr_assert(!dies(host), "pid %d, read from cgroup.procs but no longer there, was signalled", (int)host);
+
+        /* Still listed: signalled, by the listing's reader too. */
+        fake_write("cgroup.procs", line);
+        cr_assert_eq(aj_cg_signal_listed(dir, SIGKILL, pids, n), 0);
+        cr_assert(dies(host), "a pid still listed was not signalled");
+        host = host_process();
+        snprintf(line, sizeof(line), "%d\n", (int)host);
+        fake_write("cgroup.procs", line);
+        cr_assert_eq(aj_cg_signal_all(dir, SIGKILL), 1);
+        cr_assert(dies(host));
+}
+
+/* More than one batch of pidfds, and a listed pid that is no process's: every listed process is
+ * signalled, the gone one skipped. */
+Test(cgroup_signal, every_batch_is_signalled)
+{
+        cr_assert_not_null(mkdtemp(fake_dir));
+        enum { N = 70 };
+        pid_t kids[N];
+        char text[N * 12 + 16] = "";
+        size_t len = 0;
+        for (size_t i = 0; i < N; i++) {
+                kids[i] = host_process();
+                len += (size_t)snprintf(text + len, sizeof(text) - len, "%d\n", (int)kids[i]);
+        }
+        /* A pid past pid_max's largest value: no process has it. */
+        snprintf(text + len, sizeof(text) - len, "%d\n", 4194304 + 1);
+        fake_write("cgroup.procs", text);
+        cr_assert_eq(aj_cg_signal_all(aj_cg_path(fake_dir), SIGKILL), N + 1);
+        for (size_t i = 0; i < N; i++)
+                cr_assert(dies(kids[i]), "child %zu of %d was not signalled", i, N);
 }
 
 TestSuite(cgroup_v2_stats, .fini = fake_fini);
@@ -965,9 +1049,11 @@ static size_t fds_on(char *const *paths) { return fds_at(paths, false); }
 
 /* Each of the run's directories is held by an fd its files are opened relative to, from its
  * creation to its removal, and none is left after. */
-Test(cgroup_live, kill_and_destroy_remove_everything)
+static void kill_and_destroy(bool v1_only)
 {
         live_create("kill", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
+        if (v1_only)
+                cr_assert_null(v2_run_path(), "v1 directories only");
         cr_expect_geq(fds_on(aj_cgroup_paths(live_cg)), aj_strv_length((char **)aj_cgroup_paths(live_cg)),
                       "a directory of the run without its fd");
         pid_t pids[3];
@@ -1007,6 +1093,27 @@ Test(cgroup_live, kill_and_destroy_remove_everything)
                 cr_assert(stat(*p, &s) < 0 && errno == ENOENT, "%s still exists", *p);
         cr_expect_eq(fds_on(paths), 0, "an fd of a removed directory is left open");
         aj_strv_free(paths);
+}
+
+Test(cgroup_live, kill_and_destroy_remove_everything) { kill_and_destroy(false); }
+
+/* The v1 kill (freeze, signal, thaw, then signal again until empty: each signal through a
+ * pidfd of a task still listed), on this host's v1 hierarchies alone. */
+Test(cgroup_live, kill_and_destroy_on_a_v1_only_host)
+{
+        require_live();
+        AjCgroupLayout l = { 0 };
+        cr_assert_eq(aj_cgroup_layout_load(&l), 0);
+        bool have_v1 = l.v1_mount[AJ_CG_V1_MEMORY] && l.v1_mount[AJ_CG_V1_FREEZER] && l.v1_mount[AJ_CG_V1_PIDS] &&
+                       l.v1_mount[AJ_CG_V1_CPU];
+        free(l.v2_mount);
+        l.v2_mount = NULL;
+        l.mode = AJ_CGROUP_MODE_LEGACY;
+        cr_assert_eq(aj_cgroup_layout_override(&l), 0);
+        aj_cgroup_layout_done(&l);
+        if (!have_v1)
+                cr_skip_test("no v1 memory, freezer, pids and cpu hierarchies on this host");
+        kill_and_destroy(true);
 }
 
 /* The counters kept open (a run keeps them once its command runs) are read through their fds

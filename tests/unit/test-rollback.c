@@ -134,6 +134,40 @@ Test(rollback, gated_steps_are_held_unless_approved)
         aj_rollback_plan_done(&p);
 }
 
+/* The undo record is the agent's. A handler reading it with Go's encoding/json matches member
+ * names ignoring case, the last match winning: {"tool": "x.undo", "Tool": "pay.refund"} runs
+ * pay.refund there while the gate read x.undo and ran the step unapproved. An undo record whose
+ * tool cannot be told (another spelling of "tool", a "tool" that is not a string) is held. */
+Test(rollback, an_undo_tool_spelt_otherwise_is_gated)
+{
+        static char *patterns[] = { "pay.*" };
+        json_auto_t *j = journal(
+                "[" CALL("c-4", "\"notes.write\"", 40, "{\"tool\":\"notes.undo\",\"Tool\":\"pay.refund\"}",
+                         "null") "," CALL("c-3", "\"notes.write\"", 30, "{\"TOOL\":\"pay.refund\"}",
+                                          "null") "," CALL("c-2", "\"notes.write\"", 20, "{\"tool\":[\"pay.refund\"]}",
+                                                           "null") "," CALL("c-1", "\"notes.write\"", 10,
+                                                                            "{\"tool\":\"notes.undo\",\"tools\":1}",
+                                                                            "null") "]");
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1 };
+        AjRollbackPlan p;
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, NULL), 0);
+        cr_assert_eq(p.n, 4);
+        cr_expect(p.steps[0].gated, "\"Tool\" beside \"tool\" was not gated");
+        cr_expect_str_eq(p.steps[0].undo_tool, "notes.undo");
+        cr_expect(p.steps[1].gated, "\"TOOL\" alone was not gated");
+        cr_expect(p.steps[2].gated, "a \"tool\" that is not a string was not gated");
+        cr_expect_null(p.steps[2].gate);
+        cr_expect_str_eq(aj_rollback_step_gate_text(&p.steps[2]), "the undo record's tool not known");
+        cr_expect_not(p.steps[3].gated, "another member's name is no tool");
+        cr_expect_eq(p.held, 3);
+        aj_rollback_plan_done(&p);
+
+        /* Without patterns nothing is gated. */
+        cr_assert_eq(aj_rollback_plan(j, &no_gate, &p, NULL), 0);
+        cr_expect_eq(p.held, 0);
+        aj_rollback_plan_done(&p);
+}
+
 Test(rollback, an_approval_of_no_step_is_refused)
 {
         static char *approve[] = { "c-9" };
@@ -245,6 +279,38 @@ Test(rollback, approvals_name_one_step)
         gate.approve = none;
         cr_expect_eq(aj_rollback_plan(j, &gate, &p, &err), -EINVAL);
         aj_error_clear(&err);
+}
+
+/* The call ids are the agent's, '@' and digits too: a call "c-1@10" beside call c-1's step at
+ * result seq 10 made "--approve c-1@10", typed for that step (as the refusal of a bare "c-1"
+ * asks), approve the agent's "c-1@10" instead, its undo run unreviewed. Refused as ambiguous. */
+Test(rollback, an_approval_that_is_also_a_call_id_is_refused)
+{
+        static char *patterns[] = { "crm.*" };
+        json_auto_t *j = journal("[" CALL("c-1@10", "\"crm.create\"", 30, UNDO("crm.wipe"),
+                                          "null") "," CALL("c-1", "\"crm.create\"", 20, UNDO("crm.delete"),
+                                                           "null") "," CALL("c-1", "\"crm.create\"", 10,
+                                                                            UNDO("crm.delete"), "null") "]");
+        static char *typed[] = { "c-1@10" }, *whole[] = { "c-1@10@30" };
+        AjRollbackGate gate = { .patterns = patterns, .n_patterns = 1, .approve = typed, .n_approve = 1 };
+        AjRollbackPlan p;
+        AjError err = {};
+        int r = aj_rollback_plan(j, &gate, &p, &err);
+        if (r == 0) {
+                cr_expect_eq(p.steps[0].action, AJ_ROLLBACK_HELD, "the agent's c-1@10 was approved by c-1@10");
+                aj_rollback_plan_done(&p);
+        }
+        cr_assert_eq(r, -EINVAL);
+        cr_expect_not_null(strstr(err.message ?: "", "is ambiguous"), "%s", err.message ?: "");
+        aj_error_clear(&err);
+
+        /* The agent's call by its whole id and seq: that step alone. */
+        gate.approve = whole;
+        cr_assert_eq(aj_rollback_plan(j, &gate, &p, &err), 0, "%s", err.message ?: "");
+        cr_expect_eq(p.steps[0].action, AJ_ROLLBACK_TO_RUN);
+        cr_expect_eq(p.steps[1].action, AJ_ROLLBACK_HELD);
+        cr_expect_eq(p.steps[2].action, AJ_ROLLBACK_HELD);
+        aj_rollback_plan_done(&p);
 }
 
 Test(rollback, handler_input_document)
