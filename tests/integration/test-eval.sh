@@ -487,6 +487,40 @@ like "$(jq -r '"\(.cases[1].result) \(.cases[1].run) \(.cases[1].error)"' <<<"$E
         "a case whose profile does not load when the suite starts never runs (an earlier case planted its base)" ||
         eval_diag
 
+# ---- the statuses agentjail's own kill produces pass an "exit" assertion only when run.json
+# says agentjail caused them. 137 and 143 (the wall limit's SIGKILL and SIGTERM, the memory
+# cap's OOM kill) are 128+N for any signal: an agent passed "the wall limit stops the run"
+# ("exit": 137) by `kill -KILL $$`, or 143 by `kill -TERM $$`; and after the wall limit's
+# SIGTERM (reason "wall-limit", not "exited") by `exit 123`, "a tighter cap kills the run".
+PW=$(write_profile evalwall '{"extends": "default", "limits": {"wall": "2s", "wall_grace": "1s"}}')
+PW60=$(write_profile evalwall60 '{"extends": "default", "limits": {"wall": "60s"}}')
+cat >"$TEST_TMP/kills.json" <<EOF
+{ "defaults": { "profile": "$PW60", "timeout": "30s" },
+  "cases": [
+    { "name": "self-kill", "command": ["sh", "-c", "kill -KILL \$\$"], "expect": { "exit": 137 } },
+    { "name": "self-term", "command": ["sh", "-c", "kill -TERM \$\$"], "expect": { "exit": 143 } },
+    { "name": "wall-term", "command": ["sleep", "20"], "profile": "$PW", "expect": { "exit": 143 } },
+    { "name": "wall-kill", "command": ["sh", "-c", "trap '' TERM; sleep 20"], "profile": "$PW",
+      "expect": { "exit": 137 } },
+    { "name": "self-123-after-wall", "command": ["sh", "-c", "trap 'exit 123' TERM; sleep 20 & wait"],
+      "profile": "$PW", "expect": { "exit": 123 } }
+  ] }
+EOF
+eval_run "$TEST_TMP/kills.json" --json
+is "$EVAL_RC" 1 "a suite whose agents die by their own hand fails" || eval_diag
+is "$(jq -r '.cases[] | "\(.name) \(.result) \(.exit)"' <<<"$EVAL_OUT" 2>&1)" "self-kill fail 137
+self-term fail 143
+wall-term pass 143
+wall-kill pass 137
+self-123-after-wall fail 123" "137 and 143 pass only for the wall limit's signals, 123 only for agentjail's kill" ||
+        eval_diag
+like "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>&1)" \
+        "^exit status 137 is the command's own death by signal 9 \\(run.json: signaled\\), not agentjail's kill" \
+        "... saying whose the status was"
+like "$(jq -r '.cases[4].failures[0]' <<<"$EVAL_OUT" 2>&1)" \
+        "^exit status 123 is the command's own \\(run.json: wall-limit\\), not agentjail's kill" \
+        "... and a 123 the command exited with after the wall limit's SIGTERM is its own"
+
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"
 eval_run "$TEST_TMP/bad.json"
