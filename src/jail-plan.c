@@ -288,6 +288,43 @@ static int rootless_host_ids(Run *run, char **ret_shared)
         return 0;
 }
 
+/* Under `agentjail eval` (AJ_EVAL_PROFILE_ENV): the files the profile was loaded from are
+ * those eval loaded for the case when the suite started, in order, or the run is refused.
+ * The run resolves the extends chain's names again, in the case's workspace, whose
+ * ./profiles is on the search path: a fixture's profiles/ a symlink elsewhere gave the run a
+ * base eval never loaded nor protected (attacker review 26). A replay's own profile, the
+ * text it parses (its scratch root's profile.json, extending the given one), is not eval's. */
+static int check_eval_chain(const Run *run)
+{
+        const char *want = getenv(AJ_EVAL_PROFILE_ENV);
+        if (!want)
+                return 0;
+        char *const *files = run->profile->files;
+        size_t k = run->opts->profile_text && files && files[0] ? 1 : 0;
+        for (const char *line = want;; k++) {
+                const char *end = strchrnul(line, '\n');
+                const char *have = files ? files[k] : NULL;
+                if (!*line && !have)
+                        return 0;
+                size_t len = (size_t)(end - line);
+                if (*line && have && strlen(have) == len && !strncmp(have, line, len)) {
+                        line = *end ? end + 1 : end;
+                        continue;
+                }
+                const char *parent = k > 0 && files ? files[k - 1] : NULL;
+                if (parent)
+                        aj_error("%s: extends: the chain resolves to '%s', not '%.*s' as agentjail eval loaded it when "
+                                 "the suite started (a name found elsewhere at the run's start: its workspace's "
+                                 "./profiles is on the search path); refusing a profile eval did not check",
+                                 parent, have ? have : "nothing", (int)len, *line ? line : "nothing");
+                else
+                        aj_error("profile '%s' is not '%.*s', the file agentjail eval loaded for this case when the "
+                                 "suite started; refusing a profile eval did not check",
+                                 have ? have : "(none)", (int)len, line);
+                return -EPERM;
+        }
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -316,6 +353,8 @@ int aj_run_prepare(Run *run)
         }
         if (opts->llm && (r = aj_profile_update_digest(run->profile)) < 0)
                 return aj_log_errno(r, "Cannot digest the profile");
+        if ((r = check_eval_chain(run)) < 0)
+                return r;
         aj_run_trace_step(run, "profile loaded");
         run->cwd = getcwd(NULL, 0);
         if (!run->cwd)
