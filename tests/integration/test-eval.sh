@@ -453,7 +453,7 @@ AGENTJAIL_EVAL_PROFILE="$OPS/profiles/evalchain.json"$'\n'"$OPS/profiles/evalbas
         run_jail --profile "$OPS/profiles/evalchain.json" -- true
 popd >/dev/null || exit 1
 is "$JAIL_RC" 125 "a run whose chain is not the one eval handed it is refused" || jail_diag
-like "$JAIL_ERR" "$OPS/profiles/evalchain\\.json: extends: the chain resolves to '$TEST_TMP/elsewhere/evalbase\\.json', not '$OPS/profiles/evalbase\\.json' as agentjail eval loaded it when the suite started .*refusing a profile eval did not check" \
+like "$JAIL_ERR" "$OPS/profiles/evalchain\\.json: extends: the chain resolves to '$TEST_TMP/elsewhere/evalbase\\.json', not '$OPS/profiles/evalbase\\.json' as agentjail eval loaded it when the suite started .*refusing a profile nobody checked" \
         "... naming the file it found and the one eval loaded" || jail_diag
 isnt "$(jq -r '.env.WHOSE // .profile.resolved.env.set.WHOSE // ""' \
         "$AGENTJAIL_STATE_DIR/runs/$chained_run/run.json" 2>/dev/null)" planted "... never running under the other file"
