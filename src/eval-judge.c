@@ -3,6 +3,7 @@
  * for the "matches" checks, which run in a child process with bounded memory and time. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,14 +253,57 @@ static int judge_usage(const AjEvalBound *b, AjEvalUsageKey k, json_t *meters, A
         return 0;
 }
 
-/* 123 and 125 say that agentjail acted: it killed the run, or refused it. The command may
- * exit with either itself, and an agent told what its case expects passed "a tighter cap
- * stops the run" by `exit 123` (attacker review 19); run.json tells them apart. */
+/* The statuses agentjail gives when it acted, and the run.json exit.reason each needs to be its
+ * own: 123 when it killed the run (a breach, `agentjail kill`), 125 when it refused it (no run
+ * made: no record), 137 and 143 when its wall limit's SIGKILL or SIGTERM, or its memory cap's
+ * OOM kill, ended the command. The command may give any of them itself: `exit 123` passed
+ * "a tighter cap stops the run" (attacker review 19), `kill -KILL $$` "the wall limit stops the
+ * run" and `exit 123` after the wall limit's SIGTERM (reason "wall-limit", which is not
+ * "exited") a kill assertion (attacker review 26). So each needs its own reason, named; a
+ * status without one here is the command's to give. NULL: not one of agentjail's. */
+static const char *const *agentjails_reasons(int status)
+{
+        static const char *const killed[] = { "killed", NULL };
+        static const char *const refused[] = { "launcher-error", NULL };
+        static const char *const sigkill[] = { "wall-limit", "oom", NULL };
+        static const char *const sigterm[] = { "wall-limit", NULL };
+        switch (status) {
+        case AJ_EXIT_KILLED:
+                return killed;
+        case AJ_EXIT_LAUNCHER:
+                return refused;
+        case AJ_EXIT_SIGNAL_BASE + SIGKILL:
+                return sigkill;
+        case AJ_EXIT_SIGNAL_BASE + SIGTERM:
+                return sigterm;
+        default:
+                return NULL;
+        }
+}
+
 static bool agentjails_own(const AjEvalFacts *f)
 {
-        if (f->exit_status != AJ_EXIT_KILLED && f->exit_status != AJ_EXIT_LAUNCHER)
+        const char *const *reasons = agentjails_reasons(f->exit_status);
+        if (!reasons)
                 return true;
-        return !f->exit_reason || !streq(f->exit_reason, "exited");
+        if (!f->exit_reason) /* no record: only a run agentjail refused before making one */
+                return f->exit_status == AJ_EXIT_LAUNCHER;
+        for (; *reasons; reasons++)
+                if (streq(*reasons, f->exit_reason))
+                        return true;
+        return false;
+}
+
+static const char *agentjails_act(int status)
+{
+        switch (status) {
+        case AJ_EXIT_LAUNCHER:
+                return "agentjail's refusal";
+        case AJ_EXIT_SIGNAL_BASE + SIGTERM:
+                return "agentjail's wall limit";
+        default:
+                return "agentjail's kill";
+        }
 }
 
 int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret)
@@ -272,10 +316,17 @@ int aj_eval_judge(const AjEvalCase *c, const AjEvalFacts *f, AjEvalVerdict *ret)
                 r = add_failure(&v, "timed out after %s", aj_format_duration(f->timeout_ns, d, sizeof(d)));
         } else if (f->exit_status != c->exit_status)
                 r = add_failure(&v, "exit status %d, expected %d", f->exit_status, c->exit_status);
-        else if (!agentjails_own(f))
-                r = add_failure(&v, "exit status %d is the command's own (run.json: it exited with it), not %s",
-                                f->exit_status,
-                                f->exit_status == AJ_EXIT_KILLED ? "agentjail's kill" : "agentjail's refusal");
+        else if (!agentjails_own(f)) {
+                const char *reason = f->exit_reason ? f->exit_reason : "no exit recorded";
+                if (streq(reason, "signaled"))
+                        r = add_failure(&v,
+                                        "exit status %d is the command's own death by signal %d (run.json: %s), not %s",
+                                        f->exit_status, f->exit_status - AJ_EXIT_SIGNAL_BASE, reason,
+                                        agentjails_act(f->exit_status));
+                else
+                        r = add_failure(&v, "exit status %d is the command's own (run.json: %s), not %s",
+                                        f->exit_status, reason, agentjails_act(f->exit_status));
+        }
         signed char *matched = c->n_files ? malloc(c->n_files) : NULL;
         if (c->n_files && !matched)
                 r = -ENOMEM;

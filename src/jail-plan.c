@@ -288,6 +288,57 @@ static int rootless_host_ids(Run *run, char **ret_shared)
         return 0;
 }
 
+/* The files the profile was loaded from are `want`, in order, or the run is refused: the run
+ * resolves the extends chain's names again, in its workspace, whose ./profiles is on the
+ * search path; a symlink there to a directory of the host's gave it a base nobody had checked
+ * (attacker review 26). A replay's own profile, the text it parses (its scratch root's
+ * profile.json, extending the given one), is not compared. `who` says who found `want`. */
+static int check_chain(const Run *run, char *const *want, const char *who)
+{
+        char *const *files = run->profile->files;
+        size_t k = run->opts->profile_text && files && files[0] ? 1 : 0;
+        for (size_t w = 0;; k++, w++) {
+                const char *have = files ? files[k] : NULL, *line = want ? want[w] : NULL;
+                if (!have && !line)
+                        return 0;
+                if (have && line && streq(have, line))
+                        continue;
+                const char *parent = k > 0 && files ? files[k - 1] : NULL;
+                if (parent)
+                        aj_error("%s: extends: the chain resolves to '%s', not '%s' as %s (a name found elsewhere at "
+                                 "the run's start: its workspace's ./profiles is on the search path); refusing a "
+                                 "profile nobody checked",
+                                 parent, have ? have : "nothing", line ? line : "nothing", who);
+                else
+                        aj_error("profile '%s' is not '%s' as %s; refusing a profile nobody checked",
+                                 have ? have : "(none)", line ? line : "(none)", who);
+                return -EPERM;
+        }
+}
+
+/* The chain's files that were checked: agentjail eval's for its case (AJ_EVAL_PROFILE_ENV,
+ * one a line) and replay's for the profile it was given (opts->profile_chain). */
+static int check_profile_chain(const Run *run)
+{
+        const char *env = getenv(AJ_EVAL_PROFILE_ENV);
+        if (env) {
+                _cleanup_strv_free_ char **want = NULL;
+                for (const char *line = env; *line;) {
+                        const char *end = strchrnul(line, '\n');
+                        char *one = strndup(line, (size_t)(end - line));
+                        if (!one || aj_strv_consume(&want, one) < 0)
+                                return -ENOMEM;
+                        line = *end ? end + 1 : end;
+                }
+                int r = check_chain(run, want, "agentjail eval loaded it when the suite started");
+                if (r < 0)
+                        return r;
+        }
+        if (run->opts->profile_chain)
+                return check_chain(run, run->opts->profile_chain, "agentjail replay found it where it was asked for");
+        return 0;
+}
+
 int aj_run_prepare(Run *run)
 {
         const AjRunOptions *opts = run->opts;
@@ -316,6 +367,8 @@ int aj_run_prepare(Run *run)
         }
         if (opts->llm && (r = aj_profile_update_digest(run->profile)) < 0)
                 return aj_log_errno(r, "Cannot digest the profile");
+        if ((r = check_profile_chain(run)) < 0)
+                return r;
         aj_run_trace_step(run, "profile loaded");
         run->cwd = getcwd(NULL, 0);
         if (!run->cwd)

@@ -38,6 +38,11 @@ typedef struct {
         /* A scratch root of agentjail's own the run's cwd is in (replay's): like an eval's
          * (AJ_EVAL_SCRATCH_ENV), no mount hands the agent any of it but the cwd. */
         const char *scratch_root;
+        /* The files the profile must be loaded from, in order, after the one profile_text was
+         * (replay's: the given profile's extends chain, as found where the replay was asked
+         * for; the run resolves it again in its workspace, whose ./profiles is the recorded
+         * one's). NULL: any. src/jail-plan.c refuses another. */
+        char *const *profile_chain;
         char *ret_run_id; /* if set: the run's id is copied here (AJ_RUN_ID_LEN + 1 bytes) */
 } AjRunOptions;
 

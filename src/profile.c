@@ -29,6 +29,7 @@
 #include "profile-internal.h"
 #include "proxy.h"
 #include "rollback.h"
+#include "util/format.h"
 #include "util/sha256.h"
 #include "util/strv.h"
 
@@ -603,36 +604,43 @@ int aj_profile_update_digest(AjProfile *p)
         return 0;
 }
 
-/* `a` as a path from "/" (where the commands start) into files, once; not a path (no '/', or
- * a script's lines: `sh -c`): nothing. */
-static int push_host_path(char ***files, const char *a)
+/* `word` (`len` bytes) as a path from "/" (where the commands start) into files, once; not a
+ * path (no '/'): nothing. */
+static int push_host_path(char ***files, const char *word, size_t len)
 {
-        if (!strchr(a, '/') || strchr(a, '\n'))
+        if (!memchr(word, '/', len))
                 return 0;
-        size_t len = strlen(a) + 2;
-        _cleanup_free_ char *path = malloc(len);
-        if (!path)
+        _cleanup_free_ char *path = NULL;
+        if (aj_asprintf(&path, "%s%.*s", word[0] == '/' ? "" : "/", (int)len, word) < 0)
                 return -ENOMEM;
-        snprintf(path, len, "%s%s", a[0] == '/' ? "" : "/", a);
         return aj_strv_contains(*files, path) ? 0 : aj_strv_push(files, path);
 }
+
+/* What separates the words of a handler's argument that may be paths: blanks and the
+ * characters a shell's or an interpreter's inline code puts around them (`sh -c "cd DIR &&
+ * ./x"`, `python3 -c "exec(open('/x').read())"`, `X=/x`, `PATH=/a:/b`). */
+#define HOST_WORD_SEPARATORS " \t\n\r\v\f;&|()<>`$\"'=,:{}[]"
 
 int aj_profile_host_programs(const AjProfile *p, char ***ret)
 {
         _cleanup_strv_free_ char **files = NULL;
         const AjStrList *lists[] = { &p->alert_exec, &p->rollback_exec };
         for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
-                const AjStrList *argv = lists[l];
-                int r = argv->n ? push_host_path(&files, argv->items[0]) : 0;
-                /* The script an interpreter runs: its first operand. Those after it (a
-                 * rollback handler's database) are its data, the agent's to write. */
-                size_t i = 1;
-                while (i < argv->n && argv->items[i][0] == '-')
-                        i++;
-                if (r >= 0 && i < argv->n)
-                        r = push_host_path(&files, argv->items[i]);
-                if (r < 0)
-                        return r;
+                /* Every word of every argument: which of them the program runs as code (an
+                 * interpreter's script, `env X=1 SCRIPT`'s, a word of `sh -c`'s) is the
+                 * program's to decide, not agentjail's to guess (attacker review 26). */
+                for (size_t i = 0; i < lists[l]->n; i++) {
+                        const char *a = lists[l]->items[i];
+                        while (*a) {
+                                size_t skip = strspn(a, HOST_WORD_SEPARATORS);
+                                a += skip;
+                                size_t len = strcspn(a, HOST_WORD_SEPARATORS);
+                                int r = len ? push_host_path(&files, a, len) : 0;
+                                if (r < 0)
+                                        return r;
+                                a += len;
+                        }
+                }
         }
         *ret = TAKE_PTR(files);
         return 0;

@@ -226,11 +226,12 @@ int aj_profile_find(const char *name_or_path, char **ret_path, AjError *err);
 /* Load the file at `path` whatever its name looks like (`profile check FILE`). */
 int aj_profile_load_file(const char *path, AjProfile **ret, AjError *err);
 
-/* The files the profile has the host run, as agentjail's user (root, as a rule): alert.exec's
- * and rollback.exec's program and its first operand (the script an interpreter runs: `sh
- * FILE`, `python3 HANDLER`), as paths from "/" where they start, so that no jail is handed
- * one writable (src/sensitive.h host_programs). Not a path (no '/', a script's lines):
- * none. NULL: none. */
+/* The files the profile has the host run, as agentjail's user (root, as a rule): every path
+ * alert.exec and rollback.exec name, the program, each operand and each word of one (split
+ * where inline code puts a path: `sh -c "cd DIR && ./x"`, `env X=1 FILE`), as paths from "/"
+ * where they start, so that no jail is handed one writable (src/sensitive.h host_programs):
+ * which operand a program runs as code is its own business. A word without '/': none.
+ * NULL: none. */
 int aj_profile_host_programs(const AjProfile *p, char ***ret);
 
 /* Parse one JSON text as a profile. `extends` is resolved through the search path. */

@@ -217,7 +217,7 @@ static int starting_workspace(const AjRun *run, const AjReplayOptions *o, const 
  * dir): a breach or a held call is what a replay finds, not something to wait on. Its workspace must be the current directory:
  * the scratch copy. */
 static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjScratch *scratch, char **ret_path,
-                          char **ret_text)
+                          char **ret_text, char ***ret_chain)
 {
         _cleanup_free_ char *path = NULL, *given = NULL, *text = NULL;
         json_auto_t *doc = NULL;
@@ -231,6 +231,18 @@ static int replay_profile(const AjRun *run, const AjReplayOptions *o, const AjSc
                         aj_error("Cannot find the profile '%s': %s", o->profile, aj_error_text(&find_err, r));
                         return r;
                 }
+                /* Its extends chain too, here: the run resolves the names in it again in the
+                 * scratch copy, and refuses another file than one found here (src/jail-plan.c). */
+                AjProfile *gp = NULL;
+                if ((r = aj_profile_load_file(given, &gp, &find_err)) < 0) {
+                        aj_error("%s", aj_error_text(&find_err, r));
+                        return r;
+                }
+                *ret_chain = gp->files ? aj_strv_copy(gp->files) : NULL;
+                bool lost = gp->files && !*ret_chain;
+                aj_profile_free(gp);
+                if (lost)
+                        return -ENOMEM;
                 doc = json_pack("{s:s, s:s, s:{s:s}}", "extends", given, "on_breach", "kill", "approvals", "timeout",
                                 AJ_REPLAY_APPROVAL_TIMEOUT);
         } else {
@@ -306,7 +318,8 @@ static int command_of(const AjRun *run, char ***ret)
 
 /* The run itself, its output on our stderr (stdout is the replay's report). */
 static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *scratch, int ws_fd, const char *ws,
-                      const char *profile, const char *profile_text, char **argv, AjReplayResult *res)
+                      const char *profile, const char *profile_text, char *const *chain, char **argv,
+                      AjReplayResult *res)
 {
         char id[AJ_RUN_ID_LEN + 1] = "";
         AjRunOptions ro = { .profile = profile,
@@ -319,6 +332,7 @@ static int run_replay(const AjRun *run, const AjReplayOptions *o, const char *sc
                             .replay_of = run->id,
                             .replay_live = o->live,
                             .scratch_root = scratch,
+                            .profile_chain = chain,
                             .ret_run_id = id };
         if (o->caps && !(ro.caps = aj_strv_copy(o->caps)))
                 return -ENOMEM;
@@ -436,6 +450,7 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
         const char *base = o->workdir ?: getenv("TMPDIR") ?: "/var/tmp";
         _cleanup_(aj_scratch_done) AjScratch scratch = AJ_SCRATCH_INIT;
         _cleanup_free_ char *ws = NULL, *profile = NULL, *profile_text = NULL, *src_copy = strdup(source);
+        _cleanup_strv_free_ char **chain = NULL;
         _cleanup_close_ int ws_fd = -1;
         if (!src_copy)
                 return -ENOMEM;
@@ -455,9 +470,9 @@ int aj_replay_run(const AjReplayOptions *o, AjReplayResult *res)
                 goto out;
         }
         if ((r = copy_tree(source_fd, source, ws_fd, ws)) < 0 ||
-            (r = replay_profile(run, o, &scratch, &profile, &profile_text)) < 0)
+            (r = replay_profile(run, o, &scratch, &profile, &profile_text, &chain)) < 0)
                 goto out;
-        if ((r = run_replay(run, o, scratch.path, ws_fd, ws, profile, profile_text, argv, res)) < 0)
+        if ((r = run_replay(run, o, scratch.path, ws_fd, ws, profile, profile_text, chain, argv, res)) < 0)
                 goto out;
 
         r = compare(run, o, &paths, ws, res);

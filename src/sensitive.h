@@ -142,6 +142,13 @@ typedef struct {
  * another case's profile gave that case its own (an alert.exec run on the host as root), one
  * that could write its fixture its starting state, so none of them is mounted writable. */
 #define AJ_EVAL_INPUTS_ENV "AGENTJAIL_EVAL_INPUTS"
+/* Set by `agentjail eval` for each case's run: the files it loaded that case's profile from
+ * when the suite started (its extends chain, in order), one a line. The run loads its profile
+ * again in the case's workspace, whose ./profiles is on the search path: a name in the chain
+ * found elsewhere there (a fixture's profiles/ a symlink to a directory of the host's) was a
+ * file eval never loaded nor protected. The run refuses a chain other than this
+ * (src/jail-plan.c). */
+#define AJ_EVAL_PROFILE_ENV "AGENTJAIL_EVAL_PROFILE"
 
 /* Builds the list: the fixed system and generic places, home directories, agentjail's
  * own places, each resolved (realpath of the longest existing prefix). With an empty

@@ -43,6 +43,8 @@ typedef struct {
         const AjEvalSuite *suite;
         char **profile_errors; /* per case: why its profile was not found or did not load when the
                                 * suite started (it never runs), or NULL */
+        char **profile_chains; /* per case: the files its profile was loaded from when the suite
+                                * started, one a line (AJ_EVAL_PROFILE_ENV), or NULL */
         AjEvalResult *results;
         AjPaths paths;
         char self[PATH_MAX];

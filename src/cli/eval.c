@@ -99,7 +99,7 @@ static uint64_t realtime_ns(void)
 
 /* fork + exec argv in the directory open at cwd_fd (-1: ours) with stdin /dev/null and
  * stdout/stderr to log_fd; the pid. */
-static int spawn(char *const *argv, int cwd_fd, int log_fd, const char *exe, pid_t *ret)
+static int spawn(char *const *argv, int cwd_fd, int log_fd, const char *exe, const char *chain, pid_t *ret)
 {
         _cleanup_close_ int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null_fd < 0)
@@ -112,7 +112,8 @@ static int spawn(char *const *argv, int cwd_fd, int log_fd, const char *exe, pid
                 signal(SIGINT, SIG_DFL);
                 signal(SIGTERM, SIG_DFL);
                 if ((cwd_fd >= 0 && fchdir(cwd_fd) < 0) || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 ||
-                    dup2(log_fd, 2) < 0)
+                    dup2(log_fd, 2) < 0 ||
+                    (chain ? setenv(AJ_EVAL_PROFILE_ENV, chain, 1) : unsetenv(AJ_EVAL_PROFILE_ENV)) < 0)
                         _exit(127);
                 execv(exe ? exe : argv[0], argv);
                 if (!exe)
@@ -132,7 +133,7 @@ static int wait_status(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + 
 static int run_helper(char *const *argv, int cwd_fd, int log_fd)
 {
         pid_t pid;
-        int r = spawn(argv, cwd_fd, log_fd, NULL, &pid);
+        int r = spawn(argv, cwd_fd, log_fd, NULL, NULL, &pid);
         if (r < 0)
                 return r;
         int st;
@@ -391,7 +392,9 @@ static int prepare_and_spawn(Eval *e, Slot *s, const AjEvalCase *c, char **ret_e
                 (void)aj_asprintf(ret_error, "cannot build the command: %s", strerror(-r));
                 return r;
         }
-        r = spawn(argv, s->ws_fd, out_w, e->self, &s->pid);
+        /* The chain its profile was loaded from when the suite started: the run refuses another. */
+        const char *chain = e->profile_chains ? e->profile_chains[s->index] : NULL;
+        r = chain ? spawn(argv, s->ws_fd, out_w, e->self, chain, &s->pid) : -ENOENT;
         if (r < 0) {
                 (void)aj_asprintf(ret_error, "cannot start agentjail run: %s", strerror(-r));
                 return r;
@@ -622,6 +625,9 @@ static void eval_done(Eval *e)
         for (size_t i = 0; e->profile_errors && i < e->suite->n_cases; i++)
                 free(e->profile_errors[i]);
         free(e->profile_errors);
+        for (size_t i = 0; e->profile_chains && i < e->suite->n_cases; i++)
+                free(e->profile_chains[i]);
+        free(e->profile_chains);
         aj_paths_done(&e->paths);
 }
 
@@ -705,6 +711,27 @@ static int resolve_profiles(AjEvalSuite *su, char ***ret_errors)
         return 0;
 }
 
+/* `lines` one a line into *ret ("" for none); -EINVAL for a line with a newline. */
+static int join_lines(char *const *lines, char **ret)
+{
+        size_t len = 1;
+        for (char *const *l = lines; l && *l; l++) {
+                if (strchr(*l, '\n'))
+                        return -EINVAL;
+                len += strlen(*l) + 1;
+        }
+        char *s = malloc(len);
+        if (!s)
+                return -ENOMEM;
+        s[0] = 0;
+        for (char *const *l = lines; l && *l; l++) {
+                strcat(s, *l);
+                strcat(s, "\n");
+        }
+        *ret = s;
+        return 0;
+}
+
 /* A path for protect_inputs()'s list, once. */
 static int push_input(char ***files, const char *path)
 {
@@ -723,7 +750,7 @@ static int push_input(char ***files, const char *path)
  * runs: its files are not known, so they could not be protected, and an earlier case's agent
  * wrote the file its extends chain lacked (or the profile itself, left unprotected), which
  * its run then loaded. -1 when it cannot be told (said). */
-static int protect_inputs(const AjEvalSuite *su, char **profile_errors)
+static int protect_inputs(const AjEvalSuite *su, char **profile_errors, char **chains)
 {
         _cleanup_(aj_strv_freep) char **files = NULL;
         for (size_t i = 0; i < su->n_cases; i++) {
@@ -731,10 +758,14 @@ static int protect_inputs(const AjEvalSuite *su, char **profile_errors)
                 _cleanup_(aj_error_clear) AjError err = {};
                 AjProfile *p = NULL;
                 int r = c->fixture ? push_input(&files, c->fixture) : 0;
-                /* A profile not found has its error already (resolve_profiles()). */
-                if (r >= 0 && c->profile && !profile_errors[i]) {
+                /* The profile its run loads: the case's, or without one the `default` a run
+                 * loads (a replay's: the recorded run's resolved profile, a file of its own). A
+                 * profile not found has its error already (resolve_profiles()). */
+                const char *profile = c->profile ? c->profile : c->recorded_run ? NULL : "default";
+                if (r >= 0 && profile && !profile_errors[i]) {
                         _cleanup_strv_free_ char **programs = NULL;
-                        if ((r = aj_profile_load_file(c->profile, &p, &err)) < 0)
+                        if ((r = c->profile ? aj_profile_load_file(profile, &p, &err)
+                                            : aj_profile_load(profile, &p, &err)) < 0)
                                 r = aj_asprintf(&profile_errors[i], "profile: %s", aj_error_text(&err, r)) < 0 ? -ENOMEM
                                                                                                                : 0;
                         else
@@ -743,8 +774,11 @@ static int protect_inputs(const AjEvalSuite *su, char **profile_errors)
                                 r = push_input(&files, *f);
                         for (char **f = programs; r >= 0 && f && *f; f++)
                                 r = push_input(&files, *f);
+                        if (r >= 0 && p)
+                                r = join_lines(p->files, &chains[i]);
                         aj_profile_free(p);
-                }
+                } else if (r >= 0 && !profile && !(chains[i] = strdup("")))
+                        r = -ENOMEM;
                 if (r < 0) {
                         cli_fail("eval", "cannot protect the profile and fixture of case '%s': %s", c->name,
                                  r == -EINVAL ? "a path of them has a newline" : strerror(-r));
@@ -813,7 +847,11 @@ static int eval_prepare(Eval *e)
                 cli_fail("eval", "cannot set %s: %s", AJ_EVAL_SCRATCH_ENV, strerror(errno));
                 return -1;
         }
-        if (protect_inputs(e->suite, e->profile_errors) < 0)
+        if (!(e->profile_chains = calloc(e->suite->n_cases + 1, sizeof(char *)))) {
+                cli_fail("eval", "out of memory");
+                return -1;
+        }
+        if (protect_inputs(e->suite, e->profile_errors, e->profile_chains) < 0)
                 return -1;
         for (size_t i = 0; i < e->suite->n_cases; i++)
                 e->results[i].exit_status = -1;

@@ -325,4 +325,22 @@ run_jail -p "$PHS" -- true
 like "$JAIL_ERR" "refusing '$HOOKS': it contains '$HOOKS/alert.sh', a program the run's profile runs on the host" \
         "a script rollback.exec's interpreter runs (a path from /, where it starts) is refused the same" || jail_diag
 
+# Every path a handler's argv names is its code, not only its program and first operand: the
+# agent rewrote a script in a directory bound rw that the alert ran as root through
+# `env X=1 SCRIPT` (the script an operand after the first) or `sh -c "cd DIR && ./SCRIPT"` (a
+# word of an inline script). Each is refused like the program.
+n=0
+for argv in '"/usr/bin/env", "X=1", "'"$HOOKS/alert.sh"'"' '"/bin/sh", "-c", "cd '"$HOOKS"' && ./alert.sh"'; do
+        n=$((n + 1))
+        PHW=$(write_profile hook-words-$n '{"extends": "default", "meters": {"tokens": 5000}, "on_breach": "kill",
+                "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]}, "alert": {"exec": ['"$argv"'], "timeout": "5s"}}')
+        printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
+        run_jail -p "$PHW" -- /bin/sh -c "printf '#!/bin/sh\nid -u >$TEST_TMP/agent-on-host\n' >/mnt/hooks/alert.sh;
+                python3 ./client.py tokens 100 1000 500; sleep 1"
+        is "$JAIL_RC" 125 "alert.exec [$argv]: the run binding its directory rw is refused" || jail_diag
+        like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it (is|contains) '$HOOKS(/alert\\.sh)?', a program the run's profile runs on the host" \
+                "... naming what the handler runs" || jail_diag
+done
+printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
+
 done_testing

@@ -422,6 +422,42 @@ like "$(row named)" '^named +pass ' "the operator's evalops (./profiles where ev
 like "$(row not-found)" '^not-found +error +[0-9.]+s +- +profile: profile "no-such-profile-here" not found' \
         "a profile found nowhere: the case is an error, never run" || eval_diag
 
+# ... and so is each name its extends chain names: the case's run loads its profile again in
+# the scratch copy, whose ./profiles comes last on the search path. A fixture whose profiles
+# is a symlink to a directory elsewhere had the run resolve `extends: "evalbase"` there, to a
+# file eval never loaded nor protected (its alert.exec ran on the host as root). The run
+# refuses a chain other than the one eval loaded for its case when the suite started.
+mkdir -p "$TEST_TMP/elsewhere" "$TEST_TMP/fxl"
+printf '%s\n' '{"extends": "evalbase"}' >"$OPS/profiles/evalchain.json"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "the-operators"}}}' >"$OPS/profiles/evalbase.json"
+printf '%s\n' '{"extends": "default", "env": {"set": {"WHOSE": "planted"}}}' >"$TEST_TMP/elsewhere/evalbase.json"
+ln -sfn "$TEST_TMP/elsewhere" "$TEST_TMP/fxl/profiles"
+cat >"$TEST_TMP/chained.json" <<'EOF'
+{ "cases": [
+    { "name": "chained", "command": ["sh", "-c", "echo \"$WHOSE\" > whose.txt"],
+      "fixture": "fxl", "profile": "evalchain",
+      "expect": { "files": [ { "path": "whose.txt", "equals": "the-operators\n" } ] } } ] }
+EOF
+pushd "$OPS" >/dev/null
+eval_run "$TEST_TMP/chained.json" --json
+popd >/dev/null
+chained_run=$(jq -r '.cases[0].run // ""' <<<"$EVAL_OUT" 2>/dev/null)
+is "$(jq -r '.cases[0].exit' <<<"$EVAL_OUT" 2>&1)" 125 \
+        "an extends chain resolved elsewhere than when the suite started: the case's run refuses (125)" || eval_diag
+like "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>&1)" \
+        "^exit status 125, expected 0: agentjail: $OPS/profiles/evalchain\\.json: extends: the chain resolves to '$TEST_TMP/elsewhere/evalbase\\.json', not '" \
+        "... naming the file it found" || eval_diag
+# The run's whole error, as a case's run started by hand in such a workspace gives it.
+pushd "$TEST_TMP/fxl" >/dev/null || exit 1
+AGENTJAIL_EVAL_PROFILE="$OPS/profiles/evalchain.json"$'\n'"$OPS/profiles/evalbase.json"$'\n'"$AGENTJAIL_SOURCE_DIR/profiles/default.json"$'\n' \
+        run_jail --profile "$OPS/profiles/evalchain.json" -- true
+popd >/dev/null || exit 1
+is "$JAIL_RC" 125 "a run whose chain is not the one eval handed it is refused" || jail_diag
+like "$JAIL_ERR" "$OPS/profiles/evalchain\\.json: extends: the chain resolves to '$TEST_TMP/elsewhere/evalbase\\.json', not '$OPS/profiles/evalbase\\.json' as agentjail eval loaded it when the suite started .*refusing a profile nobody checked" \
+        "... naming the file it found and the one eval loaded" || jail_diag
+isnt "$(jq -r '.env.WHOSE // .profile.resolved.env.set.WHOSE // ""' \
+        "$AGENTJAIL_STATE_DIR/runs/$chained_run/run.json" 2>/dev/null)" planted "... never running under the other file"
+
 # ---- a case's run loads its profile, and its fixture is copied, when it starts, after the
 # cases before it: a case whose profile binds the directory of a later case's profile rw had
 # its agent write that profile (an alert.exec that ran on the host as root, the later case's
@@ -486,6 +522,40 @@ like "$(jq -r '"\(.cases[1].result) \(.cases[1].run) \(.cases[1].error)"' <<<"$E
         "^error null profile: .*base.json" \
         "a case whose profile does not load when the suite starts never runs (an earlier case planted its base)" ||
         eval_diag
+
+# ---- the statuses agentjail's own kill produces pass an "exit" assertion only when run.json
+# says agentjail caused them. 137 and 143 (the wall limit's SIGKILL and SIGTERM, the memory
+# cap's OOM kill) are 128+N for any signal: an agent passed "the wall limit stops the run"
+# ("exit": 137) by `kill -KILL $$`, or 143 by `kill -TERM $$`; and after the wall limit's
+# SIGTERM (reason "wall-limit", not "exited") by `exit 123`, "a tighter cap kills the run".
+PW=$(write_profile evalwall '{"extends": "default", "limits": {"wall": "2s", "wall_grace": "1s"}}')
+PW60=$(write_profile evalwall60 '{"extends": "default", "limits": {"wall": "60s"}}')
+cat >"$TEST_TMP/kills.json" <<EOF
+{ "defaults": { "profile": "$PW60", "timeout": "30s" },
+  "cases": [
+    { "name": "self-kill", "command": ["sh", "-c", "kill -KILL \$\$"], "expect": { "exit": 137 } },
+    { "name": "self-term", "command": ["sh", "-c", "kill -TERM \$\$"], "expect": { "exit": 143 } },
+    { "name": "wall-term", "command": ["sleep", "20"], "profile": "$PW", "expect": { "exit": 143 } },
+    { "name": "wall-kill", "command": ["sh", "-c", "trap '' TERM; sleep 20"], "profile": "$PW",
+      "expect": { "exit": 137 } },
+    { "name": "self-123-after-wall", "command": ["sh", "-c", "trap 'exit 123' TERM; sleep 20 & wait"],
+      "profile": "$PW", "expect": { "exit": 123 } }
+  ] }
+EOF
+eval_run "$TEST_TMP/kills.json" --json
+is "$EVAL_RC" 1 "a suite whose agents die by their own hand fails" || eval_diag
+is "$(jq -r '.cases[] | "\(.name) \(.result) \(.exit)"' <<<"$EVAL_OUT" 2>&1)" "self-kill fail 137
+self-term fail 143
+wall-term pass 143
+wall-kill pass 137
+self-123-after-wall fail 123" "137 and 143 pass only for the wall limit's signals, 123 only for agentjail's kill" ||
+        eval_diag
+like "$(jq -r '.cases[0].failures[0]' <<<"$EVAL_OUT" 2>&1)" \
+        "^exit status 137 is the command's own death by signal 9 \\(run.json: signaled\\), not agentjail's kill" \
+        "... saying whose the status was"
+like "$(jq -r '.cases[4].failures[0]' <<<"$EVAL_OUT" 2>&1)" \
+        "^exit status 123 is the command's own \\(run.json: wall-limit\\), not agentjail's kill" \
+        "... and a 123 the command exited with after the wall limit's SIGTERM is its own"
 
 # ---- bad suites: 125, FILE:LINE:COL and the key
 printf '{"cases": [\n  {"name": "x", "command": ["true"], "expect": {"exit": "zero"}}\n]}\n' >"$TEST_TMP/bad.json"

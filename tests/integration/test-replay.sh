@@ -476,4 +476,30 @@ like "$ERR" "whose=the-operators" \
 [[ -e "$T/planted-alert-ran" ]]
 isnt "$?" 0 "... and nothing of the planted profile ran"
 
+# ... nor is a file its extends chain names: the run resolves `extends: "rpchainbase"` again in
+# the scratch copy, and a recorded workspace whose profiles is a symlink to a directory
+# elsewhere had it found there, a base nobody checked (its alert.exec run on the host). The
+# replay finds the given profile's chain where it was asked for, and its run refuses another.
+ELSEWHERE="$T/elsewhere"
+LINKED="$T/linked"
+mkdir -p "$ELSEWHERE" "$LINKED"
+chmod 755 "$ELSEWHERE" "$LINKED"
+printf '%s\n' '{"extends": "rpchainbase"}' >"$OPS/profiles/rpchain.json"
+printf '%s\n' '{"extends": "'"$P"'", "env": {"set": {"WHOSE": "the-operators"}}}' >"$OPS/profiles/rpchainbase.json"
+printf '%s\n' '{"extends": "'"$P"'", "env": {"set": {"WHOSE": "planted"}},
+        "alert": {"exec": ["/bin/sh", "-c", "echo planted-alert"]}}' >"$ELSEWHERE/rpchainbase.json"
+ln -sfn "$ELSEWHERE" "$LINKED/profiles"
+sleep 0.1
+pushd "$LINKED" >/dev/null
+run_jail -p "$P" -- sh -c 'echo "whose=${WHOSE:-none}"'
+popd >/dev/null
+is "$JAIL_RC" 0 "a run in a workspace whose profiles is a symlink elsewhere" || jail_diag
+pushd "$OPS" >/dev/null
+replay "$JAIL_RUN_ID" -p rpchain
+popd >/dev/null
+is "$RC" 125 "replay -p rpchain, whose base the scratch copy's ./profiles names elsewhere: refused" || replay_diag
+like "$ERR" "$OPS/profiles/rpchain\\.json: extends: the chain resolves to '$ELSEWHERE/rpchainbase\\.json', not '$OPS/profiles/rpchainbase\\.json' as agentjail replay found it where it was asked for" \
+        "... naming the file it found and the one found where the replay was asked for" || replay_diag
+unlike "$ERR" "whose=planted" "... the command never ran under the other base"
+
 done_testing

@@ -16,6 +16,16 @@ setup_dirs
 HANDLER=$AGENTJAIL_SOURCE_DIR/tests/helpers/fake-crm.py
 cp "$HANDLER" "$WORKSPACE/fake-crm.py"
 
+# undo_handler DB: a handler script for DB, outside the workspace: every path in a handler's
+# argv is protected from writable mounts (its code, as far as agentjail can tell), and the
+# database is the agent's to write in its workspace.
+undo_handler() {
+        local h=$TEST_TMP/undo-$(basename "$1" .json).py
+        printf 'import runpy, sys\nsys.argv = [%s, %s] + sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name="__main__")\n' \
+                "'$HANDLER'" "'$1'" >"$h"
+        echo "$h"
+}
+
 # The agent's side: a CRM write reported to the broker with the record that undoes it.
 # crm_call ID TOOL ARGS UNDO CRM-ARGS...
 AGENT='
@@ -37,7 +47,7 @@ crm_check() {
 DB_A=$WORKSPACE/crm-a.json
 PROFILE_A=$(write_profile rollback-a '{
   "extends": "default",
-  "rollback": {"exec": ["/usr/bin/python3", "'"$HANDLER"'", "'"$DB_A"'", "undo"], "timeout": "20s"}
+  "rollback": {"exec": ["/usr/bin/python3", "'"$(undo_handler "$DB_A")"'", "undo"], "timeout": "20s"}
 }')
 run_jail -p "$PROFILE_A" --name rb-three -- /bin/sh -c "DB=$DB_A; $AGENT"'
         crm_call c-1 crm.create "{\"id\": \"r1\", \"name\": \"Ada\"}" "{\"tool\": \"crm.delete\", \"arguments\": {\"id\": \"r1\"}}" create r1 Ada
@@ -118,7 +128,7 @@ DB_B=$WORKSPACE/crm-b.json
 PROFILE_B=$(write_profile rollback-b '{
   "extends": "default",
   "approvals": {"tools": ["crm.restore"]},
-  "rollback": {"exec": ["/usr/bin/python3", "'"$HANDLER"'", "'"$DB_B"'", "undo"]}
+  "rollback": {"exec": ["/usr/bin/python3", "'"$(undo_handler "$DB_B")"'", "undo"]}
 }')
 printf '{"records": {"r0": "Old"}, "log": []}\n' >"$DB_B"
 run_jail -p "$PROFILE_B" --name rb-gated -- /bin/sh -c "DB=$DB_B; $AGENT"'
@@ -268,7 +278,7 @@ DB_C=$WORKSPACE/crm-c.json
 PROFILE_C=$(write_profile rollback-c '{
   "extends": "default",
   "tools": {"deny": ["crm.import"]},
-  "rollback": {"exec": ["/usr/bin/python3", "'"$HANDLER"'", "'"$DB_C"'", "undo"]}
+  "rollback": {"exec": ["/usr/bin/python3", "'"$(undo_handler "$DB_C")"'", "undo"]}
 }')
 printf '{"records": {"r0": "Old", "r9": "Keep"}, "log": []}\n' >"$DB_C"
 run_jail -p "$PROFILE_C" --name rb-lies -- /bin/sh -c "DB=$DB_C; $AGENT"'

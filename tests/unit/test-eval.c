@@ -359,32 +359,52 @@ Test(eval_judge, exit_status)
         aj_eval_suite_free(s);
 }
 
-/* 123 (killed) and 125 (refused) are agentjail's: a command that exits with one itself does
- * not pass for it (an agent passed "a tighter cap stops the run" by `exit 123`). */
+/* 123 (killed), 125 (refused), 137 and 143 (the wall limit's SIGKILL and SIGTERM, the memory
+ * cap's OOM kill) are agentjail's only with the run.json exit.reason naming its act: a command
+ * that gives one itself does not pass for it (an agent passed "a tighter cap stops the run" by
+ * `exit 123`, a wall-limit case by `kill -KILL $$`, and a kill case by `exit 123` after the
+ * wall limit's SIGTERM, whose reason is "wall-limit"). */
 Test(eval_judge, agentjails_exit_status_is_not_the_commands)
 {
-        static const int statuses[] = { 123, 125 };
-        for (size_t i = 0; i < 2; i++) {
+        static const struct {
+                int status;
+                const char *reason; /* NULL: no record */
+                bool passes;
+        } rows[] = {
+                { 123, "exited", false },     { 123, "wall-limit", false }, { 123, "signaled", false },
+                { 123, NULL, false },         { 123, "killed", true },      { 125, "exited", false },
+                { 125, "wall-limit", false }, { 125, NULL, true },          { 125, "launcher-error", true },
+                { 137, "signaled", false },   { 137, "exited", false },     { 137, NULL, false },
+                { 137, "killed", false },     { 137, "wall-limit", true },  { 137, "oom", true },
+                { 143, "signaled", false },   { 143, "exited", false },     { 143, "oom", false },
+                { 143, "wall-limit", true },  { 3, "exited", true },        { 130, "signaled", true },
+                { 134, "signaled", true },
+        };
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
                 char text[160];
                 snprintf(text, sizeof(text),
                          "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": %d}}]}",
-                         statuses[i]);
+                         rows[i].status);
                 AjEvalSuite *s = parse_ok(text);
                 size_t n;
-                AjEvalFacts f = { .exit_status = statuses[i], .exit_reason = "exited" };
+                AjEvalFacts f = { .exit_status = rows[i].status, .exit_reason = rows[i].reason };
                 char *why = judge_first(case_of(s), &f, &n);
-                cr_expect_not_null(why, "status %d from the command itself passed", statuses[i]);
-                cr_expect(why && strstr(why, "is the command's own"), "%s", why ? why : "(passed)");
+                if (rows[i].passes)
+                        cr_expect_null(why, "status %d, reason %s: %s", rows[i].status, rows[i].reason, why);
+                else
+                        cr_expect(why && strstr(why, "is the command's own"), "status %d, reason %s: %s",
+                                  rows[i].status, rows[i].reason, why ? why : "(passed)");
                 free(why);
-                f.exit_reason = statuses[i] == 123 ? "killed" : NULL; /* 125: no run made, no record */
-                cr_expect_null(judge_first(case_of(s), &f, &n), "status %d from agentjail", statuses[i]);
                 aj_eval_suite_free(s);
         }
-        /* Any other status is the command's to give. */
-        AjEvalSuite *s = parse_ok("{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": 3}}]}");
+        AjEvalSuite *s = parse_ok(
+                "{\"cases\": [{\"name\": \"a\", \"command\": [\"x\"], \"expect\": {\"exit\": 137}}]}");
         size_t n;
-        AjEvalFacts f = { .exit_status = 3, .exit_reason = "exited" };
-        cr_expect_null(judge_first(case_of(s), &f, &n));
+        AjEvalFacts f = { .exit_status = 137, .exit_reason = "signaled" };
+        char *why = judge_first(case_of(s), &f, &n);
+        cr_expect_str_eq(why, "exit status 137 is the command's own death by signal 9 (run.json: signaled), not "
+                              "agentjail's kill");
+        free(why);
         aj_eval_suite_free(s);
 }
 

@@ -235,15 +235,26 @@ Test(profile, host_programs)
         cr_assert_not_null(files);
         cr_expect_str_eq(files[0], "/bin/sh");
         cr_expect_str_eq(files[1], "/opt/hooks/alert.sh");
-        cr_expect_str_eq(files[2], "/usr/bin/python3");
-        cr_expect_str_eq(files[3], "/opt/crm/undo.py");
-        cr_expect_null(files[4], "a handler's data is not its code: %s", files[4]);
+        /* Every operand: which of them the program runs is its own business (`env X=1 FILE`). */
+        cr_expect_str_eq(files[2], "/x/data");
+        cr_expect_str_eq(files[3], "/usr/bin/python3");
+        cr_expect_str_eq(files[4], "/opt/crm/undo.py");
+        cr_expect_str_eq(files[5], "/work/db.json");
+        cr_expect_null(files[6]);
         aj_strv_free(files);
         aj_profile_free(p);
-        r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv\\n./notify\"]}}", NULL, &p, &err);
+        r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv&&./notify\"]},"
+                             " \"rollback\": {\"exec\": [\"/usr/bin/env\", \"X=1\", \"PATH=/a:b/c\", \"/ws/undo\","
+                             " \"python3 -c \\\"exec(open('/ws/u.py').read())\\\"\"]}}",
+                             NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         cr_assert_eq(aj_profile_host_programs(p, &files), 0);
-        cr_expect(files && streq(files[0], "/bin/sh") && !files[1], "a script's lines are no path");
+        const char *want[] = { "/bin/sh",  "/srv",     "/./notify", "/usr/bin/env", "/a", "/b/c",
+                               "/ws/undo", "/ws/u.py", NULL };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect(want[i] ? files && files[i] && streq(files[i], want[i]) : !files || !files[i],
+                          "[%zu]: %s, expected %s (every word of an inline script, of an assignment)", i,
+                          files && files[i] ? files[i] : "(none)", want[i] ? want[i] : "(none)");
         aj_strv_free(files);
         aj_profile_free(p);
         r = aj_profile_parse("{}", NULL, &p, &err);
