@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -434,10 +433,9 @@ bool aj_mount_plan_idmap_degraded(const AjMountPlan *plan)
  * means (the next step would land in the directory the mount left behind).
  */
 typedef struct {
-        int root;                 /* the root tmpfs, O_PATH */
-        int dir;                  /* dir_path (relative to the root), O_PATH, or -1 */
-        char dir_path[PATH_MAX];  /* "" (matches no step): reached through a symlink, not kept */
-        AjMountOldRoot *old_root; /* the old root's detach goes to a thread; NULL: done inline */
+        int root;                /* the root tmpfs, O_PATH */
+        int dir;                 /* dir_path (relative to the root), O_PATH, or -1 */
+        char dir_path[PATH_MAX]; /* "" (matches no step): reached through a symlink, not kept */
 } NewRoot;
 
 static void new_root_forget_dir(NewRoot *nr)
@@ -811,55 +809,22 @@ static int apply_hide(const AjMountStep *s, NewRoot *nr)
         return move_tree(mfd, tfd);
 }
 
-/* umount2()'s lookup goes up the mounts stacked on the path's last directory, so "/" names
- * the old root stacked on the new one (as "." would, but the cwd may change meanwhile). */
-static int detach_old_root(void) { return umount2("/", MNT_DETACH) < 0 ? negative_errno() : 0; }
-
-static void *detach_old_root_thread(void *userdata)
-{
-        AjMountOldRoot *o = userdata;
-
-        o->result = detach_old_root();
-        return NULL;
-}
-
-/* The thread may start after its creator went on: a small stack, nothing else of ours. */
-static bool detach_old_root_begin(AjMountOldRoot *o)
-{
-        pthread_attr_t attr;
-        bool ok;
-
-        if (pthread_attr_init(&attr) != 0)
-                return false;
-        ok = pthread_attr_setstacksize(&attr, 64 * 1024) == 0 &&
-             pthread_create(&o->thread, &attr, detach_old_root_thread, o) == 0;
-        pthread_attr_destroy(&attr);
-        return ok;
-}
-
-static int apply_pivot(NewRoot *nr, size_t step)
+static int apply_pivot(NewRoot *nr)
 {
         new_root_forget_dir(nr);
         if (fchdir(nr->root) < 0)
                 return negative_errno();
-        /* Stacks the old root on the new one at "/"; detaching it then drops it. */
+        /* Stacks the old root under the new one at "."; detaching "." then drops it. */
         if (sys_pivot_root(".", ".") < 0)
                 return negative_errno();
-        if (nr->old_root && !nr->old_root->started && detach_old_root_begin(nr->old_root)) {
-                nr->old_root->started = true;
-                nr->old_root->step = step;
-        } else {
-                /* No thread to be had (or a second pivot): detached here, as it was. */
-                int r = detach_old_root();
-                if (r < 0)
-                        return r;
-        }
+        if (umount2(".", MNT_DETACH) < 0)
+                return negative_errno();
         if (chdir("/") < 0)
                 return negative_errno();
         return 0;
 }
 
-static int apply_step(const AjMountStep *s, int tree_fd, NewRoot *nr, size_t step)
+static int apply_step(const AjMountStep *s, int tree_fd, NewRoot *nr)
 {
         if (nr->root < 0 && s->kind != STEP_PRIVATE && s->kind != STEP_ROOT_TMPFS)
                 return -EBADF;
@@ -884,7 +849,7 @@ static int apply_step(const AjMountStep *s, int tree_fd, NewRoot *nr, size_t ste
         case STEP_HIDE:
                 return apply_hide(s, nr);
         case STEP_PIVOT:
-                return apply_pivot(nr, step);
+                return apply_pivot(nr);
         case STEP_ROOT_RDONLY: {
                 struct mount_attr a = { .attr_set = s->attr };
 
@@ -900,36 +865,14 @@ static int apply_step(const AjMountStep *s, int tree_fd, NewRoot *nr, size_t ste
         return -EINVAL;
 }
 
-int aj_mount_old_root_wait(AjMountOldRoot *old_root, size_t *ret_step)
-{
-        if (!old_root->started)
-                return 0;
-        old_root->started = false;
-        /* Only a deadlock or a bad thread fails a join: neither can the detach be known done. */
-        if (pthread_join(old_root->thread, NULL) != 0)
-                old_root->result = -EDEADLK;
-        if (old_root->result < 0 && ret_step)
-                *ret_step = old_root->step;
-        return old_root->result;
-}
-
 int aj_mount_apply(const AjMountPlan *plan, const int *trees, size_t *ret_step)
 {
-        AjMountOldRoot old_root = { 0 };
-        int r = aj_mount_apply_begin(plan, trees, ret_step, &old_root);
-        int w = aj_mount_old_root_wait(&old_root, r < 0 ? NULL : ret_step);
-
-        return r < 0 ? r : w;
-}
-
-int aj_mount_apply_begin(const AjMountPlan *plan, const int *trees, size_t *ret_step, AjMountOldRoot *old_root)
-{
-        _cleanup_(new_root_done) NewRoot nr = { .root = -1, .dir = -1, .old_root = old_root };
+        _cleanup_(new_root_done) NewRoot nr = { .root = -1, .dir = -1 };
 
         if (!plan)
                 return -EINVAL;
         for (size_t i = 0; i < plan->n; i++) {
-                int r = apply_step(&plan->steps[i], trees ? trees[i] : plan->steps[i].tree_fd, &nr, i);
+                int r = apply_step(&plan->steps[i], trees ? trees[i] : plan->steps[i].tree_fd, &nr);
 
                 if (r < 0) {
                         if (ret_step)

@@ -6,7 +6,6 @@
  */
 #pragma once
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -80,22 +79,6 @@ int aj_mount_plan_tree_fd(const AjMountPlan *plan, size_t step);
  * entries, the detached tree of each step or -1: the trees prepared after the clone.
  * On failure returns -errno and *ret_step identifies the step. */
 int aj_mount_apply(const AjMountPlan *plan, const int *trees, size_t *ret_step);
-
-/* The old root's detach (umount2 MNT_DETACH after pivot_root) returns only after an
- * expedited RCU grace period: 0.1 ms, and over a millisecond on a busy host, of nothing but
- * waiting. aj_mount_apply_begin() leaves it to a thread of its own and returns with the new
- * root entered and the old one still stacked under "/" (nothing resolved from the new root
- * reaches it: lookups start at the root, below it); aj_mount_old_root_wait() joins the
- * thread and returns its result. Nothing of the jail's command may run before it returned 0.
- * The step of a failed detach is the plan's pivot (*ret_step). */
-typedef struct {
-        bool started; /* the thread runs: wait for it */
-        int result;   /* its umount2's 0 or -errno */
-        size_t step;  /* the pivot's step */
-        pthread_t thread;
-} AjMountOldRoot;
-int aj_mount_apply_begin(const AjMountPlan *plan, const int *trees, size_t *ret_step, AjMountOldRoot *old_root);
-int aj_mount_old_root_wait(AjMountOldRoot *old_root, size_t *ret_step);
 
 /* "bind '/usr' on '/usr' (read-only)" — for the supervisor's error message. */
 const char *aj_mount_step_describe(const AjMountPlan *plan, size_t step, char *buf, size_t len);

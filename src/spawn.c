@@ -580,10 +580,7 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_SYNC, r, 0);
         size_t step = 0;
-        /* The old root's detach waits for an RCU grace period in a thread of its own while we
-         * go on to the cgroups and JOINED; it is joined before anything drops a privilege. */
-        AjMountOldRoot old_root = { 0 };
-        r = aj_mount_apply_begin(cfg->mount, trees, &step, &old_root);
+        r = aj_mount_apply(cfg->mount, trees, &step);
         if (r < 0)
                 child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
         child_trace(cfg, AJ_CHILD_T_MOUNTS);
@@ -617,9 +614,6 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
                 break;
         }
         child_trace(cfg, AJ_CHILD_T_JOINED);
-        r = aj_mount_old_root_wait(&old_root, &step);
-        if (r < 0)
-                child_fail(sync_fd, AJ_STAGE_MOUNT, r, (int)step);
         if (unshare(CLONE_NEWCGROUP) < 0)
                 child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
 

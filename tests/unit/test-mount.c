@@ -1568,10 +1568,6 @@ static int become_agent(void)
  * the plan there and run `checks`. The child's report (lines "OK ..."/"FAIL ...")
  * comes back in `out`. Returns the child's wait status.
  */
-/* run_jail() applies the plan as the jail's init does (aj_mount_apply_begin(), the old root's
- * detach left to its thread) and moves its cwd before waiting for it, when this is set. */
-static const char *run_jail_split_cwd;
-
 static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, char *out, size_t outlen)
 {
         int sync[2], rep[2], status = -1;
@@ -1598,19 +1594,7 @@ static int run_jail(const AjMountPlan *plan, jail_checks checks, void *data, cha
                         _exit(1);
                 }
                 clock_gettime(CLOCK_MONOTONIC, &t0);
-                if (run_jail_split_cwd) {
-                        AjMountOldRoot old_root = { 0 };
-
-                        r = aj_mount_apply_begin(plan, NULL, &step, &old_root);
-                        if (r >= 0) {
-                                report(rep[1], old_root.started, "the old root's detach runs in a thread");
-                                /* What the thread detaches must not follow the cwd. */
-                                report(rep[1], chdir(run_jail_split_cwd) == 0, "cwd moved before the wait");
-                                r = aj_mount_old_root_wait(&old_root, &step);
-                                report(rep[1], !old_root.started, "the thread is joined");
-                        }
-                } else
-                        r = aj_mount_apply(plan, NULL, &step);
+                r = aj_mount_apply(plan, NULL, &step);
                 clock_gettime(CLOCK_MONOTONIC, &t1);
                 if (r < 0) {
                         report(rep[1], false, "apply: step %zu (%s): %s", step,
@@ -1964,61 +1948,6 @@ Test(mount, live_plain_workspace_hide_and_runtime, LIVE)
                 cr_expect_str_eq(buf, "secret");
                 close(fd);
         }
-        setup_free(&s);
-}
-
-/* The jail's mounts at "/": the root tmpfs alone, the old root gone from the table. */
-static void checks_one_root(int fd, void *data)
-{
-        FILE *f = fopen("/proc/self/mountinfo", "re");
-        char line[4096];
-        int at_root = 0, tmpfs_root = 0;
-
-        checks_default(fd, data);
-        report(fd, f != NULL, "mountinfo readable: %s", f ? "yes" : strerror(errno));
-        while (f && fgets(line, sizeof(line), f)) {
-                char mnt[PATH_MAX], fstype[64];
-
-                /* id parent major:minor root mountpoint options [optional...] - fstype ... */
-                if (sscanf(line, "%*d %*d %*s %*s %4095s", mnt) != 1 || !streq(mnt, "/"))
-                        continue;
-                at_root++;
-                const char *sep = strstr(line, " - ");
-                if (sep && sscanf(sep, " - %63s", fstype) == 1 && streq(fstype, "tmpfs"))
-                        tmpfs_root++;
-        }
-        if (f)
-                fclose(f);
-        report(fd, at_root == 1 && tmpfs_root == 1, "one mount at / (%d), the root tmpfs (%d)", at_root, tmpfs_root);
-}
-
-/* The init's way: the detach of the old root joined later, the cwd moved meanwhile (the
- * workspace, a mount of its own), and the view the same as aj_mount_apply()'s. */
-Test(mount, live_old_root_detached_in_a_thread, LIVE)
-{
-        Setup s;
-        _cleanup_(aj_mount_plan_freep) AjMountPlan *plan = NULL;
-        char out[16384];
-        LiveData ld;
-        int status;
-
-        if (!require_root())
-                return;
-        setup_init(&s);
-        default_like_profile(&s);
-        cr_assert_eq(chown(P("/ws"), HOST_UID, HOST_UID), 0);
-        plan = build_ok(&s);
-        cr_assert_eq(aj_mount_plan_prepare(plan, -1, NULL), 0);
-
-        ld.ws = P("/ws");
-        ld.root_mountpoint = P("/root");
-        run_jail_split_cwd = ld.ws;
-        status = run_jail(plan, checks_one_root, &ld, out, sizeof(out));
-        run_jail_split_cwd = NULL;
-        aj_mount_plan_close_fds(plan);
-        assert_report_ok(status, out);
-        cr_expect(strstr(out, "OK the old root's detach runs in a thread"), "%s", out);
-        cr_expect(strstr(out, "OK one mount at /"), "%s", out);
         setup_free(&s);
 }
 
