@@ -30,25 +30,15 @@ int aj_caps_raise_effective(void)
         return 0;
 }
 
-int aj_caps_drop_bounding(void)
-{
-        /* Each drop commits new credentials (1.6 us here): one already out is only read. */
-        cap_value_t last = cap_max_bits();
-        for (cap_value_t v = 0; v < last; v++)
-                if (prctl(PR_CAPBSET_READ, v, 0, 0, 0) != 0 && prctl(PR_CAPBSET_DROP, v, 0, 0, 0) < 0 &&
-                    errno != EINVAL)
-                        return -errno;
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-                return -errno;
-        return 0;
-}
-
 int aj_caps_drop_all(void)
 {
         /* The bounding set first: dropping it needs CAP_SETPCAP, which goes with the rest. */
-        int r = aj_caps_drop_bounding();
-        if (r < 0)
-                return r;
+        cap_value_t last = cap_max_bits();
+        for (cap_value_t v = 0; v < last; v++)
+                if (prctl(PR_CAPBSET_DROP, v, 0, 0, 0) < 0 && errno != EINVAL)
+                        return -errno;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+                return -errno;
         _cleanup_(cap_freep) cap_t c = cap_init(); /* all clear */
         if (!c)
                 return negative_errno();

@@ -5,10 +5,6 @@
 /* After setresuid() with PR_SET_KEEPCAPS: effective := permitted, so setup can continue. */
 int aj_caps_raise_effective(void);
 
-/* The bounding and ambient sets emptied, effective and permitted kept: what only an exec
- * would use, dropped while setup still needs its capabilities. */
-int aj_caps_drop_bounding(void);
-
-/* Drop everything: bounding set (what is left of it), ambient, then effective/permitted/inheritable.
+/* Drop everything: bounding set, ambient, then effective/permitted/inheritable.
  * Afterwards /proc/self/status shows all five sets as zero. */
 int aj_caps_drop_all(void);

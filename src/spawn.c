@@ -590,17 +590,6 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         if (r < 0)
                 child_fail(sync_fd, stdio_stage, r, 0);
 
-        /* Neither needs the supervisor, nor comes undone by what follows: done while it may
-         * still be making the cgroups, off the path when JOINED comes later than we do. The
-         * bounding set only counts at an exec; the rest of the capabilities go after JOINED. */
-        r = aj_caps_drop_bounding();
-        if (r < 0)
-                child_fail(sync_fd, AJ_STAGE_CAPS_DROP, r, 0);
-        int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd, cmd_in };
-        r = aj_close_all_except(3, keep, ARRAY_SIZE(keep));
-        if (r < 0)
-                child_fail(sync_fd, AJ_STAGE_FDS, r, 0);
-
         /* The run's cgroup must be ours, and the root of our cgroup namespace, before anything
          * of the command runs. The supervisor made its v1 directories while we built the root
          * and sent their `tasks` files: we move ourselves, one thread, into each ("0": this
@@ -627,6 +616,11 @@ _noreturn_ static void child_main(const AjSpawnConfig *cfg, int sync_fd, int sec
         child_trace(cfg, AJ_CHILD_T_JOINED);
         if (unshare(CLONE_NEWCGROUP) < 0)
                 child_fail(sync_fd, AJ_STAGE_CGROUPNS, errno, 0);
+
+        int keep[] = { sync_fd, cfg->stdout_fd, cfg->stderr_fd, cmd_in };
+        r = aj_close_all_except(3, keep, ARRAY_SIZE(keep));
+        if (r < 0)
+                child_fail(sync_fd, AJ_STAGE_FDS, r, 0);
 
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 if (setrlimit(cfg->rlimits[i].resource, &cfg->rlimits[i].limit) < 0)
