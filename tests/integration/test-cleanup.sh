@@ -634,6 +634,96 @@ fi
 let_go
 BG_PIDS=()
 
+# --- The cgroups' removal on a thread of the supervisor (src/jail.c park_cgroup_remover): made
+# while the command runs, told to remove once the jail has ended, it runs beside the rest of
+# the run's tail and is joined before `agentjail run` returns. Seen with strace -f: the run's
+# cgroup dirs go by another task of the supervisor than its main one, and are gone when the
+# run returns; a thread that cannot be made (its clone3 refused) leaves the removal to the
+# main one, as complete; a supervisor SIGKILLed while the thread removes leaves the rest to
+# its watchdog.
+if ! command -v strace >/dev/null; then
+        skip "the cgroups' removal on a thread" "no strace"
+elif (($(nproc) < 2)); then
+        skip "the cgroups' removal on a thread" "one CPU: no thread is made"
+else
+        # removal_tasks LOG: "MAIN ID TASKS": the supervisor's pid, the run's id and the tasks
+        # that removed its cgroup dirs.
+        removal_tasks() {
+                local main id tasks
+                main=$(awk 'NR == 1 { print $1 }' "$1")
+                id=$(grep -oE 'rmdir\("/sys/fs/cgroup/([a-z,_]+/)?agentjail/[0-9a-f]+"' "$1" | head -n 1 |
+                        sed -E 's|.*/||; s|"||')
+                tasks=$(grep -E 'rmdir\("/sys/fs/cgroup/([a-z,_]+/)?agentjail/[0-9a-f]+"\) = 0' "$1" |
+                        awk '{ print $1 }' | sort -u | paste -sd,)
+                echo "$main ${id:-none} ${tasks:-none}"
+        }
+        STRACE_LOG=$TEST_TMP/remover.strace
+        (cd "$WORKSPACE" && timeout -k 5 60 strace -f -qq -o "$STRACE_LOG" -e trace=execve,rmdir \
+                "$AGENTJAIL" run -- /bin/true) </dev/null >/dev/null 2>"$TEST_TMP/remover.err"
+        rc=$?
+        read -r main id tasks <<<"$(removal_tasks "$STRACE_LOG")"
+        is "$rc" 0 "a run under strace -f exits 0" || diag "$(tail -c 1500 "$TEST_TMP/remover.err")"
+        isnt "$tasks" none "its cgroup dirs are removed" || diag "$(tail -n 30 "$STRACE_LOG")"
+        ok "... by another task of the supervisor than its main one ($main; by: $tasks)" \
+                test -n "$tasks" -a "$tasks" != none -a "$tasks" != "$main"
+        is "$(run_cgroup_dirs "$id")" "" "... and are gone when agentjail run returns"
+
+        # The thread's clone3 is the supervisor's second (the jail's is the first).
+        (cd "$WORKSPACE" && timeout -k 5 60 strace -f -qq -o "$STRACE_LOG" -e trace=execve,rmdir,clone3 \
+                -e inject=clone3:error=EAGAIN:when=2 "$AGENTJAIL" run -- /bin/true) \
+                </dev/null >/dev/null 2>"$TEST_TMP/remover.err"
+        rc=$?
+        read -r main id tasks <<<"$(removal_tasks "$STRACE_LOG")"
+        is "$rc" 0 "with the thread's clone3 refused, the run exits 0" ||
+                diag "$(tail -c 1500 "$TEST_TMP/remover.err")"
+        ok "... its thread was refused" grep -q 'clone3(.*CLONE_THREAD.* = -1 EAGAIN (.*(INJECTED)' "$STRACE_LOG"
+        is "$tasks" "$main" "... its cgroup dirs are removed by the supervisor's main task" ||
+                diag "$(tail -n 30 "$STRACE_LOG")"
+        is "$(run_cgroup_dirs "$id")" "" "... and are gone when agentjail run returns"
+
+        # Held (strace) at the removal of the first `agentjail` parent it reaches, the run's
+        # own dir in that hierarchy gone, the others not yet: SIGKILLed there. strace logs a
+        # delayed call only once it returns: the hold is seen as the thread's tracing stop.
+        before=$(list_run_dirs)
+        paths=()
+        for d in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+                paths+=(-P "${d}agentjail")
+        done
+        (cd "$WORKSPACE" && exec timeout -k 5 60 strace -f -qq -o "$STRACE_LOG" "${paths[@]}" -e trace=rmdir \
+                -e inject=rmdir:delay_enter=20000000:when=1 "$AGENTJAIL" run -- /bin/true) \
+                </dev/null >/dev/null 2>"$TEST_TMP/remover.err" &
+        st=$!
+        sup= held= stops=0
+        for ((i = 0; i < 400 && stops < 5; i++)); do
+                sleep 0.05
+                rdir=$(new_run_dir "$before")
+                [[ -n $rdir ]] && sup=$(jq -r '.supervisor_pid // empty' "$rdir/run.json" 2>/dev/null)
+                [[ -n $sup ]] || continue
+                held=
+                for t in /proc/"$sup"/task/*; do
+                        [[ ${t##*/} != "$sup" ]] && read -r _ _ state _ 2>/dev/null <"$t/stat" &&
+                                [[ $state == t ]] && held=${t##*/}
+                done
+                if [[ -n $held ]]; then stops=$((stops + 1)); else stops=0; fi
+        done
+        if ok "the supervisor's thread was held at its removal of an agentjail parent" test "$stops" -ge 5; then
+                id=${rdir##*/}
+                isnt "$(run_cgroup_dirs "$id")" "" "... some of the run's cgroup dirs still there"
+                kill -KILL "$sup"
+                wait "$st" 2>/dev/null
+                for ((i = 0; i < 100; i++)); do
+                        [[ -z $(run_cgroup_dirs "$id") && ! -e $AGENTJAIL_RUNTIME_DIR/$id ]] && break
+                        sleep 0.1
+                done
+                is "$(run_cgroup_dirs "$id")" "" "SIGKILLed there, its watchdog removes the rest of the run's cgroups"
+                ok "... and its runtime dir" test ! -e "$AGENTJAIL_RUNTIME_DIR/$id"
+        else
+                diag "$(cat "$STRACE_LOG" "$TEST_TMP/remover.err" 2>/dev/null | tail -n 20)"
+        fi
+        [[ -n $sup ]] && kill -KILL "$sup" 2>/dev/null
+        wait "$st" 2>/dev/null
+fi
+
 stop_fuse_hold
 ok "the test's FUSE filesystem is unmounted" bash -c '! mountpoint -q "$1"' - "$HOLD"
 
