@@ -172,14 +172,6 @@ static void start_cgroup_removal(Run *run)
         if (!run->cgroup || !run->child.init_exited || !run->cgroup_remover_up)
                 return;
         aj_sup_cgroup_events_stop(&run->cg_events);
-        /* Woken, it would run on this CPU (the kernel's wake-affine), beside us: another. */
-        cpu_set_t cpus;
-        int cpu = sched_getcpu();
-        if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && cpu >= 0 && cpu < CPU_SETSIZE) {
-                CPU_CLR(cpu, &cpus);
-                if (CPU_COUNT(&cpus) > 0)
-                        (void)pthread_setaffinity_np(run->cgroup_remover, sizeof(cpus), &cpus);
-        }
         uint64_t remove = 1;
         run->cgroup_removing = write(run->cgroup_remover_fd, &remove, sizeof(remove)) == sizeof(remove);
 }
