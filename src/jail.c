@@ -10,10 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdint.h>
-#include <sys/eventfd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <stdio.h>
@@ -130,72 +126,6 @@ static void remove_runtime_dir(Run *run)
         }
 }
 
-static void *remove_cgroup_thread(void *arg)
-{
-        Run *run = arg;
-        uint64_t v = 0;
-        while (read(run->cgroup_remover_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-                ;
-        if (v == 1)
-                run->cgroup_remove_r = aj_cgroup_remove(run->cgroup, AJ_CGROUP_REMOVE_MS);
-        return NULL;
-}
-
-/* The cgroups' removal (a third of a millisecond of kernfs work on a hybrid host) needs
- * nothing of the run once the jail has ended, and the rest of the tail (the room's blocks
- * freed, the idmap process reaped, the loop's end) nothing of the cgroups: a thread, made
- * while the command runs and parked, does the one while this one does the other;
- * destroy_cgroup() joins it. A thread that cannot start leaves the removal to
- * destroy_cgroup(), as it is without one; a supervisor killed meanwhile takes the thread
- * with it, and the watchdog removes what is left, as for any killed supervisor. */
-static int park_cgroup_remover(Run *run)
-{
-        cpu_set_t cpus;
-        if (!run->cgroup || sched_getaffinity(0, sizeof(cpus), &cpus) < 0 || CPU_COUNT(&cpus) < 2)
-                return 0;
-        run->cgroup_remover_fd = eventfd(0, EFD_CLOEXEC);
-        if (run->cgroup_remover_fd < 0)
-                return 0;
-        pthread_attr_t attr;
-        if (pthread_attr_init(&attr) != 0)
-                return 0;
-        (void)pthread_attr_setstacksize(&attr, 256u << 10);
-        run->cgroup_remover_up = pthread_create(&run->cgroup_remover, &attr, remove_cgroup_thread, run) == 0;
-        pthread_attr_destroy(&attr);
-        return 0;
-}
-
-/* The jail has ended (its init exited, the loop done, the records written): nothing else
- * touches the cgroup from now on (the events' io goes first, its fd with the removal). */
-static void start_cgroup_removal(Run *run)
-{
-        if (!run->cgroup || !run->child.init_exited || !run->cgroup_remover_up)
-                return;
-        aj_sup_cgroup_events_stop(&run->cg_events);
-        uint64_t remove = 1;
-        run->cgroup_removing = write(run->cgroup_remover_fd, &remove, sizeof(remove)) == sizeof(remove);
-}
-
-/* Joined: the removal's result when it was told to remove, else false (it returned without). */
-static bool join_cgroup_remover(Run *run, int *ret)
-{
-        if (run->cgroup_remover_up) {
-                if (!run->cgroup_removing) {
-                        uint64_t quit = 2;
-                        (void)!write(run->cgroup_remover_fd, &quit, sizeof(quit));
-                }
-                (void)pthread_join(run->cgroup_remover, NULL);
-                run->cgroup_remover_up = false;
-        }
-        if (run->cgroup_remover_fd >= 0)
-                close(run->cgroup_remover_fd);
-        run->cgroup_remover_fd = -1;
-        bool removed = run->cgroup_removing;
-        run->cgroup_removing = false;
-        *ret = run->cgroup_remove_r;
-        return removed;
-}
-
 static void destroy_cgroup(Run *run)
 {
         if (run->cgroup) {
@@ -203,9 +133,7 @@ static void destroy_cgroup(Run *run)
                  * on their way out of a loaded host), the watchdog goes on removing
                  * (finish_watchdog, after this undo). An init not waited for (AJ_JAIL_EXIT_MS)
                  * is held by a process that has had as long to die: not waited for again. */
-                int r;
-                if (!join_cgroup_remover(run, &r))
-                        r = aj_cgroup_remove(run->cgroup, run->child.init_abandoned ? 0 : AJ_CGROUP_REMOVE_MS);
+                int r = aj_cgroup_remove(run->cgroup, run->child.init_abandoned ? 0 : AJ_CGROUP_REMOVE_MS);
                 run->cgroup_left = r < 0 && aj_cgroup_left(run->cgroup);
                 pid_t wd = aj_sup_watchdog_pid(&run->watchdog);
                 if (run->cgroup_left && wd > 0)
@@ -621,7 +549,6 @@ static const Step steps[] = {
         { "command let run", let_command_run, NULL },
         { NULL, keep_cgroup_counters, NULL },   /* after the command: never on its way */
         { NULL, start_workspace_digest, NULL }, /* the same */
-        { NULL, park_cgroup_remover, NULL },    /* the same; after the digest's fork */
 };
 
 /* ---- supervising, and the outcome ---------------------------------------------------- */
@@ -676,7 +603,6 @@ static int supervise(Run *run)
         trace_init_steps(run);
         aj_run_kill_jail(run);
         aj_run_write_final_records(run); /* unless init's report already did */
-        start_cgroup_removal(run);
         if (run->child.launch_failed)
                 report_launch_error(run);
         if (run->child.exec_failed) {
@@ -779,7 +705,6 @@ int aj_jail_run(const AjRunOptions *opts)
                 .host_ids = AJ_HOST_ID_LEASE_INIT,
                 .live_fd = -1,
                 .runtime_hold_fd = -1,
-                .cgroup_remover_fd = -1,
                 .term = AJ_SUP_TERMINAL_INIT,
                 .output = AJ_SUP_OUTPUT_INIT,
                 .denials = AJ_SUP_DENIALS_INIT,

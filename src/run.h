@@ -13,8 +13,6 @@
 #include <stdint.h>
 
 #include "broker.h"
-#include <pthread.h>
-
 #include "cgroup.h"
 #include "control.h"
 #include "events.h"
@@ -174,14 +172,9 @@ typedef struct {
         /* the records */
         bool records_done; /* run.exit and the final run.json are written */
         bool runtime_removed;
-        int runtime_hold_fd;      /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
-        bool cgroup_left;         /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
-        pthread_t cgroup_remover; /* the cgroups' removal beside the rest of the tail */
-        bool cgroup_remover_up;   /* cgroup_remover runs: joined by destroy_cgroup() */
-        int cgroup_remover_fd;    /* an eventfd: 1 remove, 2 return without; -1 */
-        bool cgroup_removing;     /* told 1: destroy_cgroup() takes its result */
-        int cgroup_remove_r;      /* its aj_cgroup_remove() */
-        pid_t idmap_holder;       /* the idmap namespace's process, exiting, to reap; 0 none */
+        int runtime_hold_fd; /* the runtime dir, held (state.h aj_runtime_dir_hold); -1 */
+        bool cgroup_left;    /* its removal hit AJ_CGROUP_REMOVE_MS: the watchdog finishes it */
+        pid_t idmap_holder;  /* the idmap namespace's process, exiting, to reap; 0 none */
         int final_status;
         AjRunRecord *final_rec; /* the final run.json, for --json */
 } Run;
