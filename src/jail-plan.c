@@ -194,6 +194,10 @@ const char *aj_run_rlimit_name(int resource)
                 return "the jail's share of RLIMIT_MSGQUEUE";
         case RLIMIT_MEMLOCK:
                 return "the jail's share of RLIMIT_MEMLOCK";
+        case RLIMIT_RTPRIO:
+                return "the jail's RLIMIT_RTPRIO (0: no real-time policy)";
+        case RLIMIT_NICE:
+                return "the jail's RLIMIT_NICE (0: no nice below 0)";
         default:
                 return "a resource limit";
         }
@@ -1007,6 +1011,11 @@ static void plan_spawn_config(Run *run, AjSpawnConfig *cfg)
          * aj_seccomp_sets_core_limit, which keeps the agent from setting it). */
         if (!p->core)
                 add_rlimit(cfg, RLIMIT_CORE, run->core_limit);
+        /* No real-time policy and no nice below 0 for the agent, whatever the caller's limits
+         * allow it (an `rtprio` line in limits.conf): the run's CPU limit bounds the fair class
+         * only (spawn.c, no_realtime_children, keeps the caller's own policy out). */
+        add_rlimit(cfg, RLIMIT_RTPRIO, 0);
+        add_rlimit(cfg, RLIMIT_NICE, 0);
         plan_user_budgets(run, cfg);
         for (size_t i = 0; i < cfg->n_rlimits; i++)
                 run->rlimit_resources[i] = cfg->rlimits[i].resource;

@@ -693,8 +693,31 @@ static void restore_creds(const SavedCreds *saved)
         (void)prctl(PR_SET_DUMPABLE, saved->dumpable, 0, 0, 0);
 }
 
+/* A caller's real-time policy (SCHED_FIFO, SCHED_RR) never reaches the jail: the run's CPU limit
+ * (cpu.max, v1's cfs quota) bounds the fair class only, so a real-time agent would run outside
+ * it, and a v1 cpu cgroup, with no real-time runtime of its own, refuses the init outright.
+ * SCHED_RESET_ON_FORK on the supervisor (a flag any task may set on itself) starts every
+ * child in SCHED_OTHER, a negative nice reset to 0; the supervisor keeps its own policy. */
+static int no_realtime_children(void)
+{
+        int policy = sched_getscheduler(0);
+        if (policy < 0)
+                return -errno;
+        if (policy & SCHED_RESET_ON_FORK)
+                return 0;
+        if (policy != SCHED_FIFO && policy != SCHED_RR)
+                return 0;
+        struct sched_param param;
+        if (sched_getparam(0, &param) < 0 || sched_setscheduler(0, policy | SCHED_RESET_ON_FORK, &param) < 0)
+                return -errno;
+        return 0;
+}
+
 int aj_spawn_clone(const AjSpawnConfig *cfg, const AjSpawnOwner *owner, AjSpawnHandle *ret)
 {
+        int r = no_realtime_children();
+        if (r < 0)
+                return r;
         int sp[2];
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
                 return -errno;
@@ -710,7 +733,7 @@ int aj_spawn_clone(const AjSpawnConfig *cfg, const AjSpawnOwner *owner, AjSpawnH
                 args.cgroup = (uint64_t)cfg->cgroup_v2_fd;
         }
         SavedCreds saved;
-        int r = become_owner(owner, &saved);
+        r = become_owner(owner, &saved);
         pid_t pid = r < 0 ? -1 : sys_clone3(&args);
         if (pid == 0) {
                 close(sp[0]);

@@ -134,6 +134,34 @@ cmp_num "$((${used:-0} * 100 / elapsed_us))" -le 45 \
         "with cpu 0.25 the run used at most ~a quarter of a CPU (${used:-?} us of CPU in $elapsed_us us)"
 cmp_num "${used:-0}" -ge 30000 "but it did run (${used:-?} us of CPU)"
 
+# --- a real-time caller: its policy does not reach the jail. The CPU limit bounds the fair
+# class only: a SCHED_FIFO agent would run outside cpu.max (and a v1 cpu cgroup, with no
+# real-time runtime, refused the init: the run failed, 125). Nor may the agent take a
+# real-time policy or a nice below 0 by the caller's limits (raised here where the caller may).
+if chrt -f 1 true 2>/dev/null; then
+        rt_wrapper=$TEST_TMP/agentjail-rt
+        printf '#!/bin/bash\nulimit -r 10 -e 30 2>/dev/null\nexec chrt -f 1 %q "$@"\n' "$AGENTJAIL" >"$rt_wrapper"
+        chmod +x "$rt_wrapper"
+        caller_rt=$(bash -c 'ulimit -r 10 -e 30 2>/dev/null; ulimit -r')
+        saved_agentjail=$AGENTJAIL
+        AGENTJAIL=$rt_wrapper
+        t0=$(date +%s%N)
+        run_jail -p "$cpu" -- /bin/sh -c 'chrt -p $$; grep -E "^Max (realtime|nice) priority" /proc/self/limits;
+                chrt -f 1 true && echo rt=taken; timeout 2 sh -c "while :; do :; done"; exit 0'
+        elapsed_us=$((($(date +%s%N) - t0) / 1000))
+        AGENTJAIL=$saved_agentjail
+        is "$JAIL_RC" 0 "started under SCHED_FIFO, the run starts and ends" || jail_diag
+        like "$JAIL_OUT" "policy: SCHED_OTHER" "the jail's processes are in SCHED_OTHER"
+        like "$JAIL_OUT" "Max realtime priority +0 +0" "the jail's RLIMIT_RTPRIO is 0 (the caller's ${caller_rt})"
+        like "$JAIL_OUT" "Max nice priority +0 +0" "the jail's RLIMIT_NICE is 0"
+        unlike "$JAIL_OUT" "rt=taken" "the agent cannot take SCHED_FIFO itself"
+        used=$(jf .usage.cpu_usec)
+        cmp_num "$((${used:-0} * 100 / elapsed_us))" -le 45 \
+                "the cpu limit holds (${used:-?} us of CPU in $elapsed_us us)"
+else
+        skip "a run started under SCHED_FIFO" "chrt -f 1 is refused here: no real-time policy to start a run under"
+fi
+
 # --- concurrent runs with limits: each one creates, limits and removes its own cgroup
 # below the shared parent while the others do the same (and remove the parent)
 for round in 1 2 3; do
