@@ -343,4 +343,17 @@ for argv in '"/usr/bin/env", "X=1", "'"$HOOKS/alert.sh"'"' '"/bin/sh", "-c", "cd
 done
 printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
 
+# A home the handler's shell expands is where its words start: `sh -c "~/hooks/alert.sh"` (the
+# alert inherits HOME) ran the operator's ~/hooks/alert.sh, which a rw bind of ~/hooks (inside a
+# home, which is refused only as a whole) handed the agent to rewrite.
+PHH=$(write_profile hook-home '{"extends": "default", "meters": {"tokens": 5000}, "on_breach": "kill",
+        "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]}, "alert": {"exec": ["/bin/sh", "-c", "~/hooks/alert.sh"], "timeout": "5s"}}')
+HOME=$TEST_TMP run_jail -p "$PHH" -- /bin/sh -c "printf '#!/bin/sh\nid -u >$TEST_TMP/agent-on-host\n' >/mnt/hooks/alert.sh;
+        python3 ./client.py tokens 100 1000 500; sleep 1"
+is "$JAIL_RC" 125 "alert.exec [sh -c ~/hooks/alert.sh]: the run binding ~/hooks rw is refused" || jail_diag
+like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it contains '$HOOKS/alert\\.sh', a program the run's profile runs on the host" \
+        "... naming the script as the handler's shell finds it" || jail_diag
+ok "... and the agent's rewrite of it never runs on the host" test ! -e "$TEST_TMP/agent-on-host" || jail_diag
+printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
+
 done_testing
