@@ -625,13 +625,17 @@ static int push_host_path(char ***files, const char *word, size_t len)
  * ./x"`, `python3 -c "exec(open('/x').read())"`, `X=/x`, `PATH=/a:/b`). */
 #define HOST_WORD_SEPARATORS " \t\n\r\v\f;&|()<>`$\"'=,:{}[]"
 
-/* Each word of `a` that is a path into files. */
+/* Each word of `a` that is a path into files; an option's or a file reference's attached to
+ * it (`-f/opt/x.awk`, `-I/x`, `@/x`) from its first '/' too. */
 static int push_host_words(char ***files, const char *a)
 {
         while (*a) {
                 a += strspn(a, HOST_WORD_SEPARATORS);
                 size_t len = strcspn(a, HOST_WORD_SEPARATORS);
                 int r = len ? push_host_path(files, a, len) : 0;
+                const char *slash = len && (a[0] == '-' || a[0] == '@') ? memchr(a, '/', len) : NULL;
+                if (r >= 0 && slash)
+                        r = push_host_path(files, slash, len - (size_t)(slash - a));
                 if (r < 0)
                         return r;
                 a += len;

@@ -264,6 +264,25 @@ Test(profile, host_programs)
         aj_profile_free(p);
 }
 
+/* A path attached to its option (`awk -f/opt/x.awk`, `-I/x`) or a file reference (`@/x`) is the
+ * handler's too: awk runs that file (review 26). */
+Test(profile, host_programs_attached)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"rollback\": {\"exec\": [\"/usr/bin/awk\", \"-f/opt/hooks/undo.awk\"]},"
+                                 " \"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"make -C/srv/mk; curl -d @/srv/body\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        const char *want[] = { "/opt/hooks/undo.awk", "/srv/mk", "/srv/body" };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect(aj_strv_contains(files, want[i]), "%s is not among the handler's files", want[i]);
+        aj_strv_free(files);
+        aj_profile_free(p);
+}
+
 /* A handler's shell expands its home: `sh -c "~/hooks/alert.sh"` runs the operator's file, which
  * a rw bind of ~/hooks (inside a home: allowed) handed the agent (review 26). */
 Test(profile, host_programs_home)
