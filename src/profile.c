@@ -612,7 +612,11 @@ int aj_profile_update_digest(AjProfile *p)
  * path (no '/'): nothing. */
 static int push_host_path(char ***files, const char *word, size_t len)
 {
-        if (!memchr(word, '/', len))
+        /* Nor "/" itself ("/", "./", "//": `expr 4 / 2`, `awk '{print $1 / 2}'`): as a
+         * directory with all it holds, it refused every writable mount, the workspace too, for
+         * a division; the handlers start in "/", their relative words are taken from it, and
+         * "/" itself is never writable (AJ_PLACE_SYSTEM_DIR). */
+        if (!memchr(word, '/', len) || strspn(word, "/.") >= len)
                 return 0;
         _cleanup_free_ char *path = NULL;
         if (aj_asprintf(&path, "%s%.*s", word[0] == '/' ? "" : "/", (int)len, word) < 0)

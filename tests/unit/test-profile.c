@@ -264,6 +264,24 @@ Test(profile, host_programs)
         aj_profile_free(p);
 }
 
+/* "/" alone is no handler's file: an arithmetic `/` in an inline script (`expr 4 / 2`) made it a
+ * directory with all it holds, and every run was refused, its workspace "inside" it. */
+Test(profile, host_programs_root_is_none)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"expr 4 / 2; cd ./ && ./x; cd //\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_expect(files && streq(files[0], "/bin/sh") && files[1] && streq(files[1], "/./x") && !files[2],
+                  "only the shell and ./x: %s %s", files && files[1] ? files[1] : "-",
+                  files && files[1] && files[2] ? files[2] : "-");
+        aj_strv_free(files);
+        aj_profile_free(p);
+}
+
 /* A path attached to its option (`awk -f/opt/x.awk`, `-I/x`) or a file reference (`@/x`) is the
  * handler's too: awk runs that file (review 26). */
 Test(profile, host_programs_attached)
