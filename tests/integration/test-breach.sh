@@ -373,4 +373,10 @@ like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it contains '$HOOKS/link\\.s
 ok "... and the agent's script in the link's place never runs on the host" test ! -e "$TEST_TMP/agent-on-host" || jail_diag
 rm -f "$TEST_TMP/agent-on-host" "$HOOKS/link.sh"
 
+# "/" alone in a handler's inline script is arithmetic, not a directory of its code: `expr 4 / 2`
+# had every run of the profile refused, its workspace "inside" "/".
+PHD=$(write_profile hook-div '{"extends": "default", "alert": {"exec": ["/bin/sh", "-c", "expr 4 / 2 >/dev/null"]}}')
+run_jail -p "$PHD" -- true
+is "$JAIL_RC" 0 "alert.exec [sh -c 'expr 4 / 2']: the run is not refused" || jail_diag
+
 done_testing
