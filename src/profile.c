@@ -20,10 +20,14 @@
  * files and step 2 are profile-load.c, step 3 and the way back to JSON are here.
  */
 
+#include <ctype.h>
 #include <errno.h>
+#include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "profile-internal.h"
@@ -608,7 +612,11 @@ int aj_profile_update_digest(AjProfile *p)
  * path (no '/'): nothing. */
 static int push_host_path(char ***files, const char *word, size_t len)
 {
-        if (!memchr(word, '/', len))
+        /* Nor "/" itself ("/", "./", "//": `expr 4 / 2`, `awk '{print $1 / 2}'`): as a
+         * directory with all it holds, it refused every writable mount, the workspace too, for
+         * a division; the handlers start in "/", their relative words are taken from it, and
+         * "/" itself is never writable (AJ_PLACE_SYSTEM_DIR). */
+        if (!memchr(word, '/', len) || strspn(word, "/.") >= len)
                 return 0;
         _cleanup_free_ char *path = NULL;
         if (aj_asprintf(&path, "%s%.*s", word[0] == '/' ? "" : "/", (int)len, word) < 0)
@@ -621,25 +629,90 @@ static int push_host_path(char ***files, const char *word, size_t len)
  * ./x"`, `python3 -c "exec(open('/x').read())"`, `X=/x`, `PATH=/a:/b`). */
 #define HOST_WORD_SEPARATORS " \t\n\r\v\f;&|()<>`$\"'=,:{}[]"
 
+/* Each word of `a` that is a path into files; an option's or a file reference's attached to
+ * it (`-f/opt/x.awk`, `-I/x`, `@/x`) from its first '/' too. */
+static int push_host_words(char ***files, const char *a)
+{
+        while (*a) {
+                a += strspn(a, HOST_WORD_SEPARATORS);
+                size_t len = strcspn(a, HOST_WORD_SEPARATORS);
+                int r = len ? push_host_path(files, a, len) : 0;
+                const char *slash = len && (a[0] == '-' || a[0] == '@') ? memchr(a, '/', len) : NULL;
+                if (r >= 0 && slash)
+                        r = push_host_path(files, slash, len - (size_t)(slash - a));
+                if (r < 0)
+                        return r;
+                a += len;
+        }
+        return 0;
+}
+
+/* `a` with a shell's home expansions done, `home` for the handler's own: `~` and `~/` at a
+ * word's start, `~USER` (its passwd home; an unknown user: left), `$HOME` and `${HOME}`; NULL
+ * in *ret when there is none. */
+static int expand_home(const char *a, const char *home, char **ret)
+{
+        _cleanup_free_ char *out = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&out, &len);
+        if (!f)
+                return -ENOMEM;
+        bool any = false;
+        for (const char *c = a; *c;) {
+                const char *rest = NULL, *with = NULL;
+                if (c[0] == '~' && (c == a || strchr(HOST_WORD_SEPARATORS, c[-1]))) {
+                        size_t n = strcspn(c + 1, HOST_WORD_SEPARATORS "/");
+                        if (n == 0)
+                                with = home;
+                        else {
+                                _cleanup_free_ char *user = strndup(c + 1, n);
+                                const struct passwd *pw = user ? getpwnam(user) : NULL;
+                                with = pw && pw->pw_dir ? pw->pw_dir : NULL;
+                        }
+                        rest = c + 1 + n;
+                } else if (strncmp(c, "${HOME}", 7) == 0) {
+                        with = home, rest = c + 7;
+                } else if (strncmp(c, "$HOME", 5) == 0 && !isalnum((unsigned char)c[5]) && c[5] != '_') {
+                        with = home, rest = c + 5;
+                }
+                if (with) {
+                        fputs(with, f);
+                        c = rest;
+                        any = true;
+                } else
+                        fputc(*c++, f);
+        }
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret = any ? TAKE_PTR(out) : NULL;
+        return 0;
+}
+
 int aj_profile_host_programs(const AjProfile *p, char ***ret)
 {
         _cleanup_strv_free_ char **files = NULL;
         const AjStrList *lists[] = { &p->alert_exec, &p->rollback_exec };
+        /* The homes a handler's shell expands `~` and $HOME to: the alert's inherits our
+         * environment, a rollback handler is given its user's passwd home (rollback-exec.c). */
+        const struct passwd *pw = getpwuid(getuid());
+        const char *homes[] = { getenv("HOME"), pw ? pw->pw_dir : NULL };
         for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
                 /* Every word of every argument: which of them the program runs as code (an
                  * interpreter's script, `env X=1 SCRIPT`'s, a word of `sh -c`'s) is the
-                 * program's to decide, not agentjail's to guess (attacker review 26). */
+                 * program's to decide, not agentjail's to guess (attacker review 26); and
+                 * each again as a shell expands a home in it (`sh -c "~/hooks/alert"`). */
                 for (size_t i = 0; i < lists[l]->n; i++) {
-                        const char *a = lists[l]->items[i];
-                        while (*a) {
-                                size_t skip = strspn(a, HOST_WORD_SEPARATORS);
-                                a += skip;
-                                size_t len = strcspn(a, HOST_WORD_SEPARATORS);
-                                int r = len ? push_host_path(&files, a, len) : 0;
-                                if (r < 0)
-                                        return r;
-                                a += len;
+                        int r = push_host_words(&files, lists[l]->items[i]);
+                        for (size_t h = 0; r >= 0 && h < ARRAY_SIZE(homes); h++) {
+                                _cleanup_free_ char *expanded = NULL;
+                                if (!homes[h] || homes[h][0] != '/')
+                                        continue;
+                                r = expand_home(lists[l]->items[i], homes[h], &expanded);
+                                if (r >= 0 && expanded)
+                                        r = push_host_words(&files, expanded);
                         }
+                        if (r < 0)
+                                return r;
                 }
         }
         *ret = TAKE_PTR(files);

@@ -206,6 +206,101 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
         return 0;
 }
 
+/* A place for the symlink at `link` itself (absolute, its directory without links), not for
+ * what it points to: whoever writes its directory puts another file in its place, which the
+ * host then runs. Its chain holds its ancestors only, like a place that does not exist. */
+static int list_add_link(AjSensitiveList *l, const char *link, const char *what, AjPlaceRule rule, Gather *g)
+{
+        _cleanup_free_ char *dir = NULL, *real = NULL, *path = NULL;
+        _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
+        const char *slash = strrchr(link, '/');
+        if (!slash || !(dir = strndup(link, slash == link ? 1 : (size_t)(slash - link))))
+                return slash ? -ENOMEM : -EINVAL;
+        int r = mnt_resolve_place(dir, g, &real, &chain);
+        if (r < 0)
+                return r;
+        if (asprintf(&path, "%s/%s", streq(real, "/") ? "" : real, slash + 1) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        chain.missing = true;
+        for (size_t i = 0; i < l->n; i++)
+                if (streq(l->items[i].path, path) && l->items[i].rule == rule)
+                        return 0;
+        if (l->n >= MAX_STEPS)
+                return -E2BIG;
+        AjSensitivePlace *n = realloc(l->items, (l->n + 1) * sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        l->items = n;
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(path), .what = what, .rule = rule, .chain = chain };
+        chain = (AjIdChain){ 0 };
+        return 0;
+}
+
+/* The kernel's bound on the links one lookup follows. */
+#define LINKS_MAX 40
+
+/* `path` (absolute) as a place, and each symlink the host follows to reach it (its last
+ * component too) as one of its own (list_add_link): alert.exec's program as a link in a
+ * directory bound rw was replaced by the agent's script, the place being only the link's
+ * target (attacker review 26). */
+static int list_add_following(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, Gather *g)
+{
+        int r = list_add(l, path, what, rule, g);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *todo = strdup(path);
+        char done[PATH_MAX] = ""; /* the part walked, without links ("": "/") */
+        if (!todo)
+                return -ENOMEM;
+        for (size_t links = 0, at = 0;;) {
+                while (todo[at] == '/')
+                        at++;
+                if (!todo[at])
+                        return 0;
+                size_t len = strcspn(todo + at, "/");
+                const char *rest = todo + at + len;
+                if (len == 1 && todo[at] == '.') {
+                        at += len;
+                        continue;
+                }
+                if (len == 2 && todo[at] == '.' && todo[at + 1] == '.') {
+                        char *up = strrchr(done, '/');
+                        if (up)
+                                *up = 0;
+                        at += len;
+                        continue;
+                }
+                char cand[PATH_MAX];
+                if (snprintf(cand, sizeof(cand), "%s/%.*s", done, (int)len, todo + at) >= (int)sizeof(cand))
+                        return 0;
+                struct stat st;
+                if (lstat(cand, &st) < 0)
+                        return 0; /* the rest does not exist: no link to follow */
+                if (!S_ISLNK(st.st_mode)) {
+                        strcpy(done, cand);
+                        at += len;
+                        continue;
+                }
+                if ((r = list_add_link(l, cand, what, rule, g)) < 0)
+                        return r;
+                char target[PATH_MAX];
+                ssize_t n = readlink(cand, target, sizeof(target) - 1);
+                if (n <= 0 || ++links > LINKS_MAX)
+                        return 0; /* the host's lookup fails there too */
+                target[n] = 0;
+                char *next = NULL;
+                if (asprintf(&next, "%s%s", target, rest) < 0)
+                        return -ENOMEM;
+                free(todo);
+                todo = next;
+                at = 0;
+                if (target[0] == '/')
+                        done[0] = 0;
+        }
+}
+
 int aj_sensitive_list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule)
 {
         return list_add(l, path, what, rule, NULL);
@@ -375,13 +470,14 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
          * name found in ./profiles, its extends chain): the agent rewrote one for the
          * operator's next run of it. */
         for (char *const *f = src->profile_files; f && *f; f++)
-                if ((*f)[0] == '/' && (r = list_add(&l, *f, "the run's profile file", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                if ((*f)[0] == '/' &&
+                    (r = list_add_following(&l, *f, "the run's profile file", AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
         /* What its alert.exec and rollback.exec run on the host: the agent rewrote its alert
          * script, which its own breach then ran as root. */
         for (char *const *f = src->host_programs; f && *f; f++)
-                if ((*f)[0] == '/' && (r = list_add(&l, *f, "a program the run's profile runs on the host",
-                                                    AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                if ((*f)[0] == '/' && (r = list_add_following(&l, *f, "a program the run's profile runs on the host",
+                                                              AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
                         return r;
         /* Under an eval, every case's profile files, host programs and fixture: a case's agent
          * rewrote a later case's. */
@@ -391,8 +487,9 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                         _cleanup_free_ char *f = strndup(line, (size_t)(end - line));
                         if (!f)
                                 return -ENOMEM;
-                        r = list_add(&l, f, "agentjail eval's input (a case's profile, fixture or host program)",
-                                     AJ_PLACE_AGENTJAIL_CODE, mi);
+                        r = list_add_following(&l, f,
+                                               "agentjail eval's input (a case's profile, fixture or host program)",
+                                               AJ_PLACE_AGENTJAIL_CODE, mi);
                         if (r < 0)
                                 return r;
                 }

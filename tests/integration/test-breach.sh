@@ -343,4 +343,40 @@ for argv in '"/usr/bin/env", "X=1", "'"$HOOKS/alert.sh"'"' '"/bin/sh", "-c", "cd
 done
 printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
 
+# A home the handler's shell expands is where its words start: `sh -c "~/hooks/alert.sh"` (the
+# alert inherits HOME) ran the operator's ~/hooks/alert.sh, which a rw bind of ~/hooks (inside a
+# home, which is refused only as a whole) handed the agent to rewrite.
+PHH=$(write_profile hook-home '{"extends": "default", "meters": {"tokens": 5000}, "on_breach": "kill",
+        "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]}, "alert": {"exec": ["/bin/sh", "-c", "~/hooks/alert.sh"], "timeout": "5s"}}')
+HOME=$TEST_TMP run_jail -p "$PHH" -- /bin/sh -c "printf '#!/bin/sh\nid -u >$TEST_TMP/agent-on-host\n' >/mnt/hooks/alert.sh;
+        python3 ./client.py tokens 100 1000 500; sleep 1"
+is "$JAIL_RC" 125 "alert.exec [sh -c ~/hooks/alert.sh]: the run binding ~/hooks rw is refused" || jail_diag
+like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it contains '$HOOKS/alert\\.sh', a program the run's profile runs on the host" \
+        "... naming the script as the handler's shell finds it" || jail_diag
+ok "... and the agent's rewrite of it never runs on the host" test ! -e "$TEST_TMP/agent-on-host" || jail_diag
+printf '#!/bin/sh\ncat >/dev/null\n' >"$HOOKS/alert.sh"
+
+# A handler named through a symlink runs what the link points to, and the link is a file of its
+# directory: a rw bind of that directory let the agent put its own script in the link's place
+# (the place protected was only the link's target). The link is protected as well.
+mkdir -p "$TEST_TMP/hooks-real"
+printf '#!/bin/sh\ncat >/dev/null\n' >"$TEST_TMP/hooks-real/alert.sh"
+chmod 0755 "$TEST_TMP/hooks-real/alert.sh"
+ln -sfn "$TEST_TMP/hooks-real/alert.sh" "$HOOKS/link.sh"
+PHL=$(write_profile hook-link '{"extends": "default", "meters": {"tokens": 5000}, "on_breach": "kill",
+        "filesystem": {"rw": ["'"$HOOKS"':/mnt/hooks"]}, "alert": {"exec": ["'"$HOOKS/link.sh"'"], "timeout": "5s"}}')
+run_jail -p "$PHL" -- /bin/sh -c "rm -f /mnt/hooks/link.sh; printf '#!/bin/sh\nid -u >$TEST_TMP/agent-on-host\n' >/mnt/hooks/link.sh;
+        chmod 0755 /mnt/hooks/link.sh; python3 ./client.py tokens 100 1000 500; sleep 1"
+is "$JAIL_RC" 125 "alert.exec through a symlink: the run binding the link's directory rw is refused" || jail_diag
+like "$JAIL_ERR" "filesystem.rw: refusing '$HOOKS': it contains '$HOOKS/link\\.sh', a program the run's profile runs on the host" \
+        "... naming the link" || jail_diag
+ok "... and the agent's script in the link's place never runs on the host" test ! -e "$TEST_TMP/agent-on-host" || jail_diag
+rm -f "$TEST_TMP/agent-on-host" "$HOOKS/link.sh"
+
+# "/" alone in a handler's inline script is arithmetic, not a directory of its code: `expr 4 / 2`
+# had every run of the profile refused, its workspace "inside" "/".
+PHD=$(write_profile hook-div '{"extends": "default", "alert": {"exec": ["/bin/sh", "-c", "expr 4 / 2 >/dev/null"]}}')
+run_jail -p "$PHD" -- true
+is "$JAIL_RC" 0 "alert.exec [sh -c 'expr 4 / 2']: the run is not refused" || jail_diag
+
 done_testing

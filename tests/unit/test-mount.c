@@ -1093,6 +1093,37 @@ Test(mount, sensitive_host_programs, PURE)
         aj_sensitive_list_done(&l);
 }
 
+/* A program named through symlinks: each link it goes through is a place too, not only its
+ * target: the agent replaced the link in a directory bound rw with its own script, which the
+ * host then ran (attacker review 26). */
+Test(mount, sensitive_host_program_links, PURE)
+{
+        AjSensitiveList l = { 0 };
+        cr_assert_eq(mkdir(P("/real"), 0755), 0);
+        cr_assert_eq(mkdir(P("/real/bin"), 0755), 0);
+        cr_assert_eq(mkdir(P("/hooks"), 0755), 0);
+        cr_assert_eq(mkdir(P("/other"), 0755), 0);
+        cr_assert_eq(mkdir(P("/other/sub"), 0755), 0);
+        cr_assert_eq(close(open(P("/real/bin/alert.sh"), O_CREAT | O_WRONLY | O_CLOEXEC, 0755)), 0);
+        /* hooks/alert.sh -> ../other/sub/../dir/alert.sh, other/dir -> /real/bin (absolute) */
+        cr_assert_eq(symlink("../other/sub/../dir/alert.sh", P("/hooks/alert.sh")), 0);
+        cr_assert_eq(symlink(P("/real/bin"), P("/other/dir")), 0);
+        char *programs[] = { P("/hooks/alert.sh"), NULL };
+        AjSensitiveSources src = { .host_programs = programs };
+        cr_assert_eq(aj_sensitive_list_build(&src, &l), 0);
+        cr_expect_eq(aj_sensitive_check(P("/real/bin"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
+                     "the target");
+        cr_expect_eq(aj_sensitive_check(P("/hooks"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
+                     "the directory of the link named");
+        cr_expect_eq(aj_sensitive_check(P("/other"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_REFUSED,
+                     "the directory of a link on the way");
+        cr_expect_eq(aj_sensitive_check(P("/other/sub"), NULL, AJ_ACCESS_OWNER, &l, NULL, NULL), AJ_SENSITIVE_NONE,
+                     "a directory passed through by .. holds no link of the way");
+        cr_expect_eq(aj_sensitive_check(P("/hooks"), NULL, AJ_ACCESS_READ, &l, NULL, NULL), AJ_SENSITIVE_NONE,
+                     "read-only: the link is followed, not written");
+        aj_sensitive_list_done(&l);
+}
+
 /* The shared lstat walk (the fast way) must give what the slow way (realpath, then an fd's
  * chain) gives, for every kind of path: symlinks relative and absolute, chained, to a
  * missing target, a file with a path below it, missing tails, a mount point, a bind

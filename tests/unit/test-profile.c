@@ -264,6 +264,65 @@ Test(profile, host_programs)
         aj_profile_free(p);
 }
 
+/* "/" alone is no handler's file: an arithmetic `/` in an inline script (`expr 4 / 2`) made it a
+ * directory with all it holds, and every run was refused, its workspace "inside" it. */
+Test(profile, host_programs_root_is_none)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"expr 4 / 2; cd ./ && ./x; cd //\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        cr_expect(files && streq(files[0], "/bin/sh") && files[1] && streq(files[1], "/./x") && !files[2],
+                  "only the shell and ./x: %s %s", files && files[1] ? files[1] : "-",
+                  files && files[1] && files[2] ? files[2] : "-");
+        aj_strv_free(files);
+        aj_profile_free(p);
+}
+
+/* A path attached to its option (`awk -f/opt/x.awk`, `-I/x`) or a file reference (`@/x`) is the
+ * handler's too: awk runs that file (review 26). */
+Test(profile, host_programs_attached)
+{
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"rollback\": {\"exec\": [\"/usr/bin/awk\", \"-f/opt/hooks/undo.awk\"]},"
+                                 " \"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"make -C/srv/mk; curl -d @/srv/body\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        const char *want[] = { "/opt/hooks/undo.awk", "/srv/mk", "/srv/body" };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect(aj_strv_contains(files, want[i]), "%s is not among the handler's files", want[i]);
+        aj_strv_free(files);
+        aj_profile_free(p);
+}
+
+/* A handler's shell expands its home: `sh -c "~/hooks/alert.sh"` runs the operator's file, which
+ * a rw bind of ~/hooks (inside a home: allowed) handed the agent (review 26). */
+Test(profile, host_programs_home)
+{
+        cr_assert_eq(setenv("HOME", "/home/op", 1), 0);
+        AjProfile *p = NULL;
+        AjError err = {};
+        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"~/hooks/a.sh; ${HOME}/b; X=~/c;"
+                                 " $HOME/d; $HOMEX/e; ~root/f; ~\"]}}",
+                                 NULL, &p, &err);
+        cr_assert(r >= 0, "%s", err.message ?: "");
+        char **files = NULL;
+        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        const char *want[] = { "/home/op/hooks/a.sh", "/home/op/b", "/home/op/c", "/home/op/d", "/root/f", "/home/op" };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+                cr_expect(aj_strv_contains(files, want[i]), "%s is not among the handler's files", want[i]);
+        cr_expect(!aj_strv_contains(files, "/home/op/e") && !aj_strv_contains(files, "/home/opX/e"),
+                  "$HOMEX is another variable");
+        aj_strv_free(files);
+        aj_profile_free(p);
+}
+
 Test(profile, allow_sensitive_accepted_and_validated)
 {
         AjProfile *p = NULL;
