@@ -345,7 +345,9 @@ like "$(grep -A1 -F -e '--- a/f299' "$TEST_TMP/patch.batched")" $'--- a/f299\n\\
 like "$(cat "$TEST_TMP/patch.batched")" $'\\+more\n\\(f300: contents not shown: larger than 16 MiB, look at it yourself\\)\nBinary files a/f301 and b/f301 differ\n--- a/f302\n\\+\\+\\+ b/f302\n@@ -1,2 \\+1 @@\n-302\n-same\n\\+-- a/000002\n' \
         "... notes, binary files and diff-like lines in their places"
 : >"$TEST_TMP/diff.calls"
-PATH="$TEST_TMP/diffbin:$PATH" timeout -k 5 60 setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \
+# 599 diff(1) processes: their CPU time in all (AGENTJAIL_DIFF_CPU, 60 s by default) and the
+# wall time scaled for the VM's emulation (tests/vm/run-in-vm.sh), where they take longer.
+PATH="$TEST_TMP/diffbin:$PATH" AGENTJAIL_DIFF_CPU=$((60 * TEST_TIME_SCALE)) timeout -k 5 $((60 * TEST_TIME_SCALE)) setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \
         "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch >"$TEST_TMP/op.out" 2>"$TEST_TMP/op.err"
 RC=$?
 is "$RC" 0 "diff --patch without CAP_SYS_ADMIN exits 0" || op_diag
@@ -361,7 +363,7 @@ printf '#!/bin/sh\n[ "$1" = -r ] || exec /usr/bin/diff "$@"\n/usr/bin/diff "$@" 
 chmod +x "$TEST_TMP/diffbin2/diff"
 # The files after the fifth of each batch are diffed one by one: as many diff(1)s as the run
 # without CAP_SYS_ADMIN above, so a like bound (30 s was short under the VM's emulation).
-PATH="$TEST_TMP/diffbin2:$PATH" timeout -k 5 120 "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch >"$TEST_TMP/op.out" \
+PATH="$TEST_TMP/diffbin2:$PATH" AGENTJAIL_DIFF_CPU=$((60 * TEST_TIME_SCALE)) timeout -k 5 $((120 * TEST_TIME_SCALE)) "$AGENTJAIL" diff "$JAIL_RUN_ID" --patch >"$TEST_TMP/op.out" \
         2>"$TEST_TMP/op.err"
 RC=$?
 is "$RC" 0 "diff --patch with a diff(1) that gives up exits 0" || op_diag
