@@ -688,26 +688,39 @@ static int expand_home(const char *a, const char *home, char **ret)
         return 0;
 }
 
+/* Whether expand_home() has anything to expand in `a`. */
+static bool names_a_home(const char *a) { return strchr(a, '~') || strstr(a, "$HOME") || strstr(a, "${HOME}"); }
+
 int aj_profile_host_programs(const AjProfile *p, char ***ret)
 {
         _cleanup_strv_free_ char **files = NULL;
         const AjStrList *lists[] = { &p->alert_exec, &p->rollback_exec };
         /* The homes a handler's shell expands `~` and $HOME to: the alert's inherits our
-         * environment, a rollback handler is given its user's passwd home (rollback-exec.c). */
-        const struct passwd *pw = getpwuid(getuid());
-        const char *homes[] = { getenv("HOME"), pw ? pw->pw_dir : NULL };
+         * environment, a rollback handler is given its user's passwd home (rollback-exec.c).
+         * Looked up once an argument names a home: the passwd lookup (NSS) is not made for
+         * every run's places. */
+        const char *homes[2] = { NULL, NULL };
+        bool homes_known = false;
         for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
                 /* Every word of every argument: which of them the program runs as code (an
                  * interpreter's script, `env X=1 SCRIPT`'s, a word of `sh -c`'s) is the
                  * program's to decide, not agentjail's to guess (attacker review 26); and
                  * each again as a shell expands a home in it (`sh -c "~/hooks/alert"`). */
                 for (size_t i = 0; i < lists[l]->n; i++) {
-                        int r = push_host_words(&files, lists[l]->items[i]);
-                        for (size_t h = 0; r >= 0 && h < ARRAY_SIZE(homes); h++) {
+                        const char *a = lists[l]->items[i];
+                        int r = push_host_words(&files, a);
+                        bool home = names_a_home(a);
+                        if (r >= 0 && home && !homes_known) {
+                                const struct passwd *pw = getpwuid(getuid());
+                                homes[0] = getenv("HOME");
+                                homes[1] = pw ? pw->pw_dir : NULL;
+                                homes_known = true;
+                        }
+                        for (size_t h = 0; r >= 0 && home && h < ARRAY_SIZE(homes); h++) {
                                 _cleanup_free_ char *expanded = NULL;
                                 if (!homes[h] || homes[h][0] != '/')
                                         continue;
-                                r = expand_home(lists[l]->items[i], homes[h], &expanded);
+                                r = expand_home(a, homes[h], &expanded);
                                 if (r >= 0 && expanded)
                                         r = push_host_words(&files, expanded);
                         }
