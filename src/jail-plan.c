@@ -327,13 +327,8 @@ static int check_profile_chain(const Run *run)
         const char *env = getenv(AJ_EVAL_PROFILE_ENV);
         if (env) {
                 _cleanup_strv_free_ char **want = NULL;
-                for (const char *line = env; *line;) {
-                        const char *end = strchrnul(line, '\n');
-                        char *one = strndup(line, (size_t)(end - line));
-                        if (!one || aj_strv_consume(&want, one) < 0)
-                                return -ENOMEM;
-                        line = *end ? end + 1 : end;
-                }
+                if (aj_strv_split_lines(env, &want) < 0)
+                        return -ENOMEM;
                 int r = check_chain(run, want, "agentjail eval loaded it when the suite started");
                 if (r < 0)
                         return r;

@@ -17,6 +17,7 @@
 #include "mount-internal.h"
 #include "util/fd.h"
 #include "util/path.h"
+#include "util/strv.h"
 
 /* ---- sensitive places -------------------------------------------------- */
 
@@ -168,12 +169,28 @@ AjSensitiveVerdict aj_sensitive_check(const char *path, const AjIdChain *id, AjA
         return v;
 }
 
+/* *path with *chain, taken (both left empty), unless the list has that path by that rule. */
+static int list_push(AjSensitiveList *l, char **path, const char *what, AjPlaceRule rule, AjIdChain *chain)
+{
+        for (size_t i = 0; i < l->n; i++)
+                if (streq(l->items[i].path, *path) && l->items[i].rule == rule)
+                        return 0;
+        if (l->n >= MAX_STEPS)
+                return -E2BIG;
+        AjSensitivePlace *n = realloc(l->items, (l->n + 1) * sizeof(*n));
+        if (!n)
+                return -ENOMEM;
+        l->items = n;
+        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(*path), .what = what, .rule = rule, .chain = *chain };
+        *chain = (AjIdChain){ 0 };
+        return 0;
+}
+
 /* `g`: gathered once for the whole list (NULL: each time). */
 static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPlaceRule rule, Gather *g)
 {
         _cleanup_free_ char *real = NULL;
         _cleanup_(aj_id_chain_done) AjIdChain chain = { 0 };
-        AjSensitivePlace *n;
         int r;
 
         if (!l || !path || !what)
@@ -192,18 +209,7 @@ static int list_add(AjSensitiveList *l, const char *path, const char *what, AjPl
         }
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < l->n; i++)
-                if (streq(l->items[i].path, real) && l->items[i].rule == rule)
-                        return 0;
-        if (l->n >= MAX_STEPS)
-                return -E2BIG;
-        n = realloc(l->items, (l->n + 1) * sizeof(*n));
-        if (!n)
-                return -ENOMEM;
-        l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(real), .what = what, .rule = rule, .chain = chain };
-        chain = (AjIdChain){ 0 };
-        return 0;
+        return list_push(l, &real, what, rule, &chain);
 }
 
 /* A place for the symlink at `link` itself (absolute, its directory without links), not for
@@ -224,18 +230,7 @@ static int list_add_link(AjSensitiveList *l, const char *link, const char *what,
                 return -ENOMEM;
         }
         chain.missing = true;
-        for (size_t i = 0; i < l->n; i++)
-                if (streq(l->items[i].path, path) && l->items[i].rule == rule)
-                        return 0;
-        if (l->n >= MAX_STEPS)
-                return -E2BIG;
-        AjSensitivePlace *n = realloc(l->items, (l->n + 1) * sizeof(*n));
-        if (!n)
-                return -ENOMEM;
-        l->items = n;
-        l->items[l->n++] = (AjSensitivePlace){ .path = TAKE_PTR(path), .what = what, .rule = rule, .chain = chain };
-        chain = (AjIdChain){ 0 };
-        return 0;
+        return list_push(l, &path, what, rule, &chain);
 }
 
 /* The kernel's bound on the links one lookup follows. */
@@ -481,20 +476,15 @@ int aj_sensitive_list_build(const AjSensitiveSources *src, AjSensitiveList *ret)
                         return r;
         /* Under an eval, every case's profile files, host programs and fixture: a case's agent
          * rewrote a later case's. */
-        for (const char *line = src->eval_inputs; line && *line;) {
-                const char *end = strchrnul(line, '\n');
-                if (line[0] == '/') {
-                        _cleanup_free_ char *f = strndup(line, (size_t)(end - line));
-                        if (!f)
-                                return -ENOMEM;
-                        r = list_add_following(&l, f,
-                                               "agentjail eval's input (a case's profile, fixture or host program)",
-                                               AJ_PLACE_AGENTJAIL_CODE, mi);
-                        if (r < 0)
-                                return r;
-                }
-                line = *end ? end + 1 : end;
-        }
+        _cleanup_strv_free_ char **inputs = NULL;
+        if (aj_strv_split_lines(src->eval_inputs, &inputs) < 0)
+                return -ENOMEM;
+        for (char *const *f = inputs; f && *f; f++)
+                if ((*f)[0] == '/' &&
+                    (r = list_add_following(&l, *f,
+                                            "agentjail eval's input (a case's profile, fixture or host program)",
+                                            AJ_PLACE_AGENTJAIL_CODE, mi)) < 0)
+                        return r;
         /* "./profiles" is the cwd's, inside the workspace by design (searched last). */
         for (char *const *d = src->config_dirs; d && *d; d++)
                 if ((*d)[0] == '/' &&

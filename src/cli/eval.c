@@ -711,27 +711,6 @@ static int resolve_profiles(AjEvalSuite *su, char ***ret_errors)
         return 0;
 }
 
-/* `lines` one a line into *ret ("" for none); -EINVAL for a line with a newline. */
-static int join_lines(char *const *lines, char **ret)
-{
-        size_t len = 1;
-        for (char *const *l = lines; l && *l; l++) {
-                if (strchr(*l, '\n'))
-                        return -EINVAL;
-                len += strlen(*l) + 1;
-        }
-        char *s = malloc(len);
-        if (!s)
-                return -ENOMEM;
-        s[0] = 0;
-        for (char *const *l = lines; l && *l; l++) {
-                strcat(s, *l);
-                strcat(s, "\n");
-        }
-        *ret = s;
-        return 0;
-}
-
 /* A path for protect_inputs()'s list, once. */
 static int push_input(char ***files, const char *path)
 {
@@ -775,7 +754,7 @@ static int protect_inputs(const AjEvalSuite *su, char **profile_errors, char **c
                         for (char **f = programs; r >= 0 && f && *f; f++)
                                 r = push_input(&files, *f);
                         if (r >= 0 && p)
-                                r = join_lines(p->files, &chains[i]);
+                                r = aj_strv_join_lines(p->files, &chains[i]);
                         aj_profile_free(p);
                 } else if (r >= 0 && !profile && !(chains[i] = strdup("")))
                         r = -ENOMEM;
@@ -785,9 +764,13 @@ static int protect_inputs(const AjEvalSuite *su, char **profile_errors, char **c
                         return -1;
                 }
         }
-        size_t len = 1;
-        for (char **f = files; f && *f; f++)
-                len += strlen(*f) + 1;
+        /* push_input() took no path with a newline: only memory can fail. */
+        _cleanup_free_ char *joined = NULL;
+        if (aj_strv_join_lines(files, &joined) < 0) {
+                cli_fail("eval", "out of memory");
+                return -1;
+        }
+        size_t len = strlen(joined) + 1;
         /* One environment string is at most 128 KiB (MAX_ARG_STRLEN): the runs would not start. */
         if (len > 64 * 1024) {
                 cli_fail("eval",
@@ -795,16 +778,6 @@ static int protect_inputs(const AjEvalSuite *su, char **profile_errors, char **c
                          "of paths, at most 64 KiB)",
                          len);
                 return -1;
-        }
-        _cleanup_free_ char *joined = malloc(len);
-        if (!joined) {
-                cli_fail("eval", "out of memory");
-                return -1;
-        }
-        joined[0] = 0;
-        for (char **f = files; f && *f; f++) {
-                strcat(joined, *f);
-                strcat(joined, "\n");
         }
         if (setenv(AJ_EVAL_INPUTS_ENV, joined, 1) < 0) {
                 cli_fail("eval", "cannot set %s: %s", AJ_EVAL_INPUTS_ENV, strerror(errno));

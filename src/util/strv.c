@@ -101,3 +101,37 @@ char **aj_strv_copy(char *const *v)
         }
         return r;
 }
+
+int aj_strv_split_lines(const char *text, char ***ret)
+{
+        _cleanup_strv_free_ char **v = NULL;
+        size_t n = 0, cap = 0;
+        for (const char *line = text; line && *line;) {
+                const char *end = strchrnul(line, '\n');
+                if (aj_strv_append(&v, &n, &cap, strndup(line, (size_t)(end - line))) < 0)
+                        return -ENOMEM;
+                line = *end ? end + 1 : end;
+        }
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+int aj_strv_join_lines(char *const *v, char **ret)
+{
+        size_t len = 1;
+        for (char *const *s = v; s && *s; s++) {
+                if (strchr(*s, '\n'))
+                        return -EINVAL;
+                len += strlen(*s) + 1;
+        }
+        char *out = malloc(len), *end = out;
+        if (!out)
+                return -ENOMEM;
+        for (char *const *s = v; s && *s; s++) {
+                end = stpcpy(end, *s);
+                *end++ = '\n';
+        }
+        *end = 0;
+        *ret = out;
+        return 0;
+}

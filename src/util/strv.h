@@ -27,6 +27,12 @@ size_t aj_strv_sort_unique(char **v);
 /* Whether v, its n strings sorted by aj_strv_sort_unique, has s: O(log n). */
 bool aj_strv_sorted_contains(char *const *v, size_t n, const char *s);
 char **aj_strv_copy(char *const *v);
+/* text's lines, each without its '\n' (a last one without a '\n' too; none after a final
+ * '\n'), as a new strv in *ret (NULL for an empty text): 0 or -ENOMEM. */
+int aj_strv_split_lines(const char *text, char ***ret);
+/* v's strings, each followed by a '\n', as one new string in *ret ("" for none): 0, -EINVAL
+ * when one of them holds a '\n' (it would read back as two), or -ENOMEM. */
+int aj_strv_join_lines(char *const *v, char **ret);
 
 static inline void aj_strv_freep(char ***v) { aj_strv_free(*v); }
 #define _cleanup_strv_free_ _cleanup_(aj_strv_freep)

@@ -275,6 +275,36 @@ void *reallocarray(void *p, size_t n, size_t size)
         return realloc(p, n * size);
 }
 
+/* Lines in and out, as eval hands a case's profile chain and its inputs to each run: a final
+ * '\n' ends the last line, an empty line between two is one, a line with a '\n' cannot be one. */
+Test(strv, lines_split_and_join)
+{
+        char **v = NULL;
+        cr_assert_eq(aj_strv_split_lines("/a/p.json\n\n/b\n", &v), 0);
+        cr_assert_eq(aj_strv_length(v), 3);
+        cr_assert_str_eq(v[0], "/a/p.json");
+        cr_assert_str_eq(v[1], "");
+        cr_assert_str_eq(v[2], "/b");
+        char *s = NULL;
+        cr_assert_eq(aj_strv_join_lines(v, &s), 0);
+        cr_assert_str_eq(s, "/a/p.json\n\n/b\n");
+        free(s);
+        aj_strv_free(v);
+        cr_assert_eq(aj_strv_split_lines("/no/newline", &v), 0);
+        cr_assert_eq(aj_strv_length(v), 1);
+        cr_assert_str_eq(v[0], "/no/newline");
+        aj_strv_free(v);
+        v = (char **)1;
+        cr_assert_eq(aj_strv_split_lines("", &v), 0);
+        cr_assert_null(v);
+        cr_assert_eq(aj_strv_split_lines(NULL, &v), 0);
+        cr_assert_null(v);
+        cr_assert_eq(aj_strv_join_lines(NULL, &s), 0);
+        cr_assert_str_eq(s, "");
+        free(s);
+        cr_assert_eq(aj_strv_join_lines((char *[]){ "a", "b\nc", NULL }, &s), -EINVAL);
+}
+
 /* aj_strv_consume (and aj_strv_push through it), on a strv whose slots it is not told,
  * reallocated it at every call, to twice its length: 10,000 pushes took 10,000. Now the
  * slots it doubled into are found again: as many as aj_strv_append's. */
