@@ -94,6 +94,12 @@ static const char *left_out_why(json_t *c, const AjRollbackGate *g, char *buf, s
         return NULL;
 }
 
+/* Whether s is call `a`'s (its first id_len bytes) step at result seq `seq`. */
+static bool is_step_at(const AjRollbackStep *s, const char *a, size_t id_len, uint64_t seq)
+{
+        return s->result_seq == seq && strlen(s->call_id) == id_len && strncmp(s->call_id, a, id_len) == 0;
+}
+
 /* The steps an --approve names, either way it can be read: CALL_ID (every step with that id,
  * counted in *ret_by_id) and CALL_ID@RESULT_SEQ (that one step, in *ret_by_seq). Marks them
  * only when one reading alone names any: the call ids are the agent's, '@' and digits too,
@@ -101,28 +107,25 @@ static const char *left_out_why(json_t *c, const AjRollbackGate *g, char *buf, s
  * that). */
 static void approve_match(AjRollbackPlan *p, const char *a, bool *marks, size_t *ret_by_id, size_t *ret_by_seq)
 {
-        size_t by_id = 0, by_seq = 0;
-        for (size_t k = 0; k < p->n; k++)
-                by_id += streq(p->steps[k].call_id, a);
         const char *at = strrchr(a, '@');
-        uint64_t seq = 0;
         bool seq_form = at && at[1] && strspn(at + 1, "0123456789") == strlen(at + 1) && strlen(at + 1) <= 19;
-        if (seq_form) {
-                seq = strtoull(at + 1, NULL, 10);
-                for (size_t k = 0; k < p->n; k++)
-                        by_seq += p->steps[k].result_seq == seq && strlen(p->steps[k].call_id) == (size_t)(at - a) &&
-                                  strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0;
+        uint64_t seq = seq_form ? strtoull(at + 1, NULL, 10) : 0;
+        size_t id_len = seq_form ? (size_t)(at - a) : 0;
+        size_t by_id = 0, by_seq = 0;
+        for (size_t k = 0; k < p->n; k++) {
+                const AjRollbackStep *s = &p->steps[k];
+                by_id += streq(s->call_id, a);
+                by_seq += seq_form && is_step_at(s, a, id_len, seq);
         }
         *ret_by_id = by_id;
         *ret_by_seq = by_seq;
         if (by_id && by_seq)
                 return;
-        for (size_t k = 0; k < p->n; k++)
-                if (by_id ? streq(p->steps[k].call_id, a)
-                          : by_seq && p->steps[k].result_seq == seq &&
-                                    strlen(p->steps[k].call_id) == (size_t)(at - a) &&
-                                    strncmp(p->steps[k].call_id, a, (size_t)(at - a)) == 0)
+        for (size_t k = 0; k < p->n; k++) {
+                const AjRollbackStep *s = &p->steps[k];
+                if (by_id ? streq(s->call_id, a) : by_seq && is_step_at(s, a, id_len, seq))
                         marks[k] = true;
+        }
 }
 
 static int plan_fail(AjRollbackPlan *p, int r)
