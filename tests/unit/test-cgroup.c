@@ -1047,16 +1047,9 @@ static size_t fds_at(char *const *paths, bool below)
 
 static size_t fds_on(char *const *paths) { return fds_at(paths, false); }
 
-/* Each of the run's directories is held by an fd its files are opened relative to, from its
- * creation to its removal, and none is left after. */
-static void kill_and_destroy(bool v1_only)
+/* Three children in live_cg, each forked once: six tasks, seen in pids.current. */
+static void start_three_forking(pid_t pids[3])
 {
-        live_create("kill", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
-        if (v1_only)
-                cr_assert_null(v2_run_path(), "v1 directories only");
-        cr_expect_geq(fds_on(aj_cgroup_paths(live_cg)), aj_strv_length((char **)aj_cgroup_paths(live_cg)),
-                      "a directory of the run without its fd");
-        pid_t pids[3];
         for (int i = 0; i < 3; i++) {
                 int go;
                 pids[i] = spawn_waiting(fork_and_sleep, NULL, &go);
@@ -1070,13 +1063,32 @@ static void kill_and_destroy(bool v1_only)
                 sleep_ms(2);
         }
         cr_assert_eq(st.pids_current, 6);
-        cr_assert_eq(aj_cgroup_kill(live_cg), 0);
+}
+
+/* start_three_forking()'s children, each dead of SIGKILL. */
+static void reap_killed(const pid_t pids[3])
+{
         for (int i = 0; i < 3; i++) {
                 int status;
                 cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
                 forget_child(pids[i]);
                 cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         }
+}
+
+/* Each of the run's directories is held by an fd its files are opened relative to, from its
+ * creation to its removal, and none is left after. */
+static void kill_and_destroy(bool v1_only)
+{
+        live_create("kill", &(AjCgroupLimits){ .memory_max = 128ULL << 20, .pids_max = 64, .cpus = 1 });
+        if (v1_only)
+                cr_assert_null(v2_run_path(), "v1 directories only");
+        cr_expect_geq(fds_on(aj_cgroup_paths(live_cg)), aj_strv_length((char **)aj_cgroup_paths(live_cg)),
+                      "a directory of the run without its fd");
+        pid_t pids[3];
+        start_three_forking(pids);
+        cr_assert_eq(aj_cgroup_kill(live_cg), 0);
+        reap_killed(pids);
         pid_t *left = NULL;
         size_t n = 99;
         cr_assert_eq(aj_cgroup_pids(live_cg, &left, &n), 0);
@@ -1112,26 +1124,11 @@ Test(cgroup_live, kill_and_destroy_on_a_v1_only_host)
                 aj_cgroup_layout_done(&l);
                 live_create("sig", &(AjCgroupLimits){ .pids_max = 64 });
                 pid_t pids[3];
-                for (int i = 0; i < 3; i++) {
-                        int go;
-                        pids[i] = spawn_waiting(fork_and_sleep, NULL, &go);
-                        attach_and_go(pids[i], go);
-                }
-                AjCgroupStats st;
-                for (int tries = 0; tries < 15000; tries++) { /* 30 s at most */
-                        cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
-                        if (st.pids_current >= 6)
-                                break;
-                        sleep_ms(2);
-                }
-                cr_assert_eq(st.pids_current, 6);
+                start_three_forking(pids);
                 cr_assert_eq(aj_cg_signal_all(aj_cg_v2(live_cg), SIGKILL), 6);
-                for (int i = 0; i < 3; i++) {
-                        int status;
-                        cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
-                        forget_child(pids[i]);
-                        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-                }
+                reap_killed(pids);
+                AjCgroupStats st;
+                cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
                 for (int tries = 0; tries < 15000 && st.pids_current > 0; tries++) {
                         sleep_ms(2);
                         cr_assert_eq(aj_cgroup_stats(live_cg, &st), 0);
