@@ -217,21 +217,28 @@ Test(profile, parse_text_and_workspace_none)
         cr_expect_null(err.message);
 }
 
-/* The files a profile has the host run: alert.exec's and rollback.exec's program and its first
- * operand (the script an interpreter runs; a relative one from "/", where they start), each
- * once; not the operands after it (a handler's data), nor a word without '/' or a script's
- * lines. */
-Test(profile, host_programs)
+/* The host programs (aj_profile_host_programs) of the profile `json`; NULL: none. */
+static char **host_files_of(const char *json)
 {
         AjProfile *p = NULL;
         AjError err = {};
-        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-e\", \"opt/hooks/alert.sh\", \"/x/data\"]},"
-                                 " \"rollback\": {\"exec\": [\"/usr/bin/python3\", \"/opt/crm/undo.py\","
-                                 " \"/work/db.json\", \"undo\"]}}",
-                                 NULL, &p, &err);
+        int r = aj_profile_parse(json, NULL, &p, &err);
         cr_assert(r >= 0, "%s", err.message ?: "");
         char **files = NULL;
         cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        aj_profile_free(p);
+        return files;
+}
+
+/* The files a profile has the host run: every path alert.exec and rollback.exec name, the
+ * program and each operand (a relative one from "/", where they start), and each word of one
+ * that inline code or an assignment puts a path in, each once; not a word without '/'. */
+Test(profile, host_programs)
+{
+        char **files = host_files_of(
+                "{\"alert\": {\"exec\": [\"/bin/sh\", \"-e\", \"opt/hooks/alert.sh\", \"/x/data\"]},"
+                " \"rollback\": {\"exec\": [\"/usr/bin/python3\", \"/opt/crm/undo.py\","
+                " \"/work/db.json\", \"undo\"]}}");
         cr_assert_not_null(files);
         cr_expect_str_eq(files[0], "/bin/sh");
         cr_expect_str_eq(files[1], "/opt/hooks/alert.sh");
@@ -242,13 +249,9 @@ Test(profile, host_programs)
         cr_expect_str_eq(files[5], "/work/db.json");
         cr_expect_null(files[6]);
         aj_strv_free(files);
-        aj_profile_free(p);
-        r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv&&./notify\"]},"
-                             " \"rollback\": {\"exec\": [\"/usr/bin/env\", \"X=1\", \"PATH=/a:b/c\", \"/ws/undo\","
-                             " \"python3 -c \\\"exec(open('/ws/u.py').read())\\\"\"]}}",
-                             NULL, &p, &err);
-        cr_assert(r >= 0, "%s", err.message ?: "");
-        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        files = host_files_of("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"cd /srv&&./notify\"]},"
+                              " \"rollback\": {\"exec\": [\"/usr/bin/env\", \"X=1\", \"PATH=/a:b/c\", \"/ws/undo\","
+                              " \"python3 -c \\\"exec(open('/ws/u.py').read())\\\"\"]}}");
         const char *want[] = { "/bin/sh",  "/srv",     "/./notify", "/usr/bin/env", "/a", "/b/c",
                                "/ws/undo", "/ws/u.py", NULL };
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
@@ -256,49 +259,32 @@ Test(profile, host_programs)
                           "[%zu]: %s, expected %s (every word of an inline script, of an assignment)", i,
                           files && files[i] ? files[i] : "(none)", want[i] ? want[i] : "(none)");
         aj_strv_free(files);
-        aj_profile_free(p);
-        r = aj_profile_parse("{}", NULL, &p, &err);
-        cr_assert(r >= 0);
-        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
-        cr_expect_null(files, "none: NULL");
-        aj_profile_free(p);
+        cr_expect_null(host_files_of("{}"), "none: NULL");
 }
 
 /* "/" alone is no handler's file: an arithmetic `/` in an inline script (`expr 4 / 2`) made it a
  * directory with all it holds, and every run was refused, its workspace "inside" it. */
 Test(profile, host_programs_root_is_none)
 {
-        AjProfile *p = NULL;
-        AjError err = {};
-        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"expr 4 / 2; cd ./ && ./x; cd //\"]}}",
-                                 NULL, &p, &err);
-        cr_assert(r >= 0, "%s", err.message ?: "");
-        char **files = NULL;
-        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        char **files = host_files_of(
+                "{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"expr 4 / 2; cd ./ && ./x; cd //\"]}}");
         cr_expect(files && streq(files[0], "/bin/sh") && files[1] && streq(files[1], "/./x") && !files[2],
                   "only the shell and ./x: %s %s", files && files[1] ? files[1] : "-",
                   files && files[1] && files[2] ? files[2] : "-");
         aj_strv_free(files);
-        aj_profile_free(p);
 }
 
 /* A path attached to its option (`awk -f/opt/x.awk`, `-I/x`) or a file reference (`@/x`) is the
  * handler's too: awk runs that file (review 26). */
 Test(profile, host_programs_attached)
 {
-        AjProfile *p = NULL;
-        AjError err = {};
-        int r = aj_profile_parse("{\"rollback\": {\"exec\": [\"/usr/bin/awk\", \"-f/opt/hooks/undo.awk\"]},"
-                                 " \"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"make -C/srv/mk; curl -d @/srv/body\"]}}",
-                                 NULL, &p, &err);
-        cr_assert(r >= 0, "%s", err.message ?: "");
-        char **files = NULL;
-        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        char **files = host_files_of(
+                "{\"rollback\": {\"exec\": [\"/usr/bin/awk\", \"-f/opt/hooks/undo.awk\"]},"
+                " \"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"make -C/srv/mk; curl -d @/srv/body\"]}}");
         const char *want[] = { "/opt/hooks/undo.awk", "/srv/mk", "/srv/body" };
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
                 cr_expect(aj_strv_contains(files, want[i]), "%s is not among the handler's files", want[i]);
         aj_strv_free(files);
-        aj_profile_free(p);
 }
 
 /* A handler's shell expands its home: `sh -c "~/hooks/alert.sh"` runs the operator's file, which
@@ -306,21 +292,14 @@ Test(profile, host_programs_attached)
 Test(profile, host_programs_home)
 {
         cr_assert_eq(setenv("HOME", "/home/op", 1), 0);
-        AjProfile *p = NULL;
-        AjError err = {};
-        int r = aj_profile_parse("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"~/hooks/a.sh; ${HOME}/b; X=~/c;"
-                                 " $HOME/d; $HOMEX/e; ~root/f; ~\"]}}",
-                                 NULL, &p, &err);
-        cr_assert(r >= 0, "%s", err.message ?: "");
-        char **files = NULL;
-        cr_assert_eq(aj_profile_host_programs(p, &files), 0);
+        char **files = host_files_of("{\"alert\": {\"exec\": [\"/bin/sh\", \"-c\", \"~/hooks/a.sh; ${HOME}/b; X=~/c;"
+                                     " $HOME/d; $HOMEX/e; ~root/f; ~\"]}}");
         const char *want[] = { "/home/op/hooks/a.sh", "/home/op/b", "/home/op/c", "/home/op/d", "/root/f", "/home/op" };
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
                 cr_expect(aj_strv_contains(files, want[i]), "%s is not among the handler's files", want[i]);
         cr_expect(!aj_strv_contains(files, "/home/op/e") && !aj_strv_contains(files, "/home/opX/e"),
                   "$HOMEX is another variable");
         aj_strv_free(files);
-        aj_profile_free(p);
 }
 
 Test(profile, allow_sensitive_accepted_and_validated)
